@@ -1,0 +1,1 @@
+"""Thin Ray Serve deployments, one module per stage. Logic lives in ``ragserve``."""

@@ -1,0 +1,1 @@
+"""Builders that compose the stage deployments into Serve applications."""

@@ -1,0 +1,207 @@
+"""Typed configuration for every stage and for the composed application.
+
+YAML under ``configs/`` reaches these models through Serve's ``import_path`` + ``args`` and
+``RagAppArgs.model_validate``. Nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from ragserve.schemas import ContentType
+
+__all__ = [
+    "StrictModel",
+    "BatchingConfig",
+    "EmbedderConfig",
+    "RetrieverConfig",
+    "RerankerConfig",
+    "LocalGeneratorConfig",
+    "OpenAIGeneratorConfig",
+    "ExtractiveGeneratorConfig",
+    "GeneratorConfig",
+    "ChunkSize",
+    "ChunkingConfig",
+    "LimitsConfig",
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BatchingConfig(StrictModel):
+    """Knobs of ``@serve.batch``; change at run time through the deployment's ``user_config``."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Items per model call.")
+    batch_wait_timeout_s: float = Field(
+        default=0.005, ge=0.0, le=1.0, description="How long a batch waits to fill."
+    )
+
+
+class EmbedderConfig(StrictModel):
+    model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        description="Hub name or local path. Known names resolve to bundled copies when installed.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="'auto' picks CUDA when a GPU is visible."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="'auto' is float16 on CUDA, float32 on CPU."
+    )
+    max_seq_length: int | None = Field(
+        default=None, ge=8, le=8192,
+        description="Token limit per input (None: the model's own). Longer inputs are truncated.",
+    )
+    query_prefix: str = Field(default="", description="Prepended to queries (e5/bge style).")
+    passage_prefix: str = Field(default="", description="Prepended to passages.")
+    normalize: bool = Field(default=True, description="Unit-length vectors (cosine = dot).")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="Intra-op threads; default: the replica's CPUs."
+    )
+    max_input_chars: int = Field(
+        default=20_000, ge=100, description="Characters kept per input before tokenising."
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
+class RetrieverConfig(StrictModel):
+    collection: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    path: str | None = Field(
+        default=".ragserve/qdrant",
+        description="Qdrant embedded local mode: folder on disk. Ignored when url is set.",
+    )
+    url: str | None = Field(default=None, description="Qdrant server URL, e.g. http://qdrant:6333.")
+    api_key: SecretStr | None = Field(default=None, description="Qdrant server API key.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Per-call timeout to Qdrant.")
+    filterable_fields: list[str] = Field(
+        default_factory=lambda: ["source", "content_type", "tags"],
+        description="Metadata fields that get a payload index (keyword).",
+    )
+    hnsw_ef: int | None = Field(default=None, ge=4, description="Search-time ef (server mode).")
+
+    @property
+    def local(self) -> bool:
+        return self.url is None
+
+
+class RerankerConfig(StrictModel):
+    model: str | None = Field(
+        default="cross-encoder/ms-marco-MiniLM-L6-v2",
+        description="Cross-encoder name or path. None: use the fallback scorer only.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_length: int = Field(default=512, ge=16, le=4096, description="Tokens per (query, passage).")
+    fallback: Literal["lexical_fusion", "retrieval"] = Field(
+        default="lexical_fusion",
+        description="Scorer used when the cross-encoder cannot be loaded.",
+    )
+    fusion_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="lexical_fusion: weight of the retriever score (rest: lexical BM25 score).",
+    )
+    batching: BatchingConfig = Field(
+        default_factory=lambda: BatchingConfig(max_batch_size=64, batch_wait_timeout_s=0.005)
+    )
+
+
+class LocalGeneratorConfig(StrictModel):
+    backend: Literal["local"] = "local"
+    model: str = Field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="Hub name, local folder, or .gguf file. Known names resolve to bundled copies.",
+    )
+    gguf_file: str | None = Field(default=None, description="GGUF file name inside `model`.")
+    cache_dir: str = Field(
+        default=".ragserve/models", description="Converted copies of GGUF models live here."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    context_window: int = Field(default=2048, ge=256, description="Prompt + answer tokens.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy.")
+    repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class OpenAIGeneratorConfig(StrictModel):
+    backend: Literal["openai"] = "openai"
+    base_url: str = Field(description="Server root, e.g. http://vllm:8000/v1.")
+    model: str = Field(description="Model name the server knows.")
+    api_key: SecretStr | None = None
+    context_window: int = Field(default=8192, ge=256)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ExtractiveGeneratorConfig(StrictModel):
+    backend: Literal["extractive"] = "extractive"
+    context_window: int = Field(default=4096, ge=256)
+    max_sentences: int = Field(default=3, ge=1, le=20)
+
+
+class GeneratorConfig(StrictModel):
+    """Which backend answers, plus limits that hold whatever the backend."""
+
+    backend: LocalGeneratorConfig | OpenAIGeneratorConfig | ExtractiveGeneratorConfig = Field(
+        default_factory=LocalGeneratorConfig, discriminator="backend"
+    )
+    default_max_tokens: int = Field(default=256, ge=1)
+    max_tokens_cap: int = Field(default=1024, ge=1, description="No request gets more than this.")
+    token_encoding: str = Field(
+        default="cl100k_base", description="tiktoken encoding for budgets where no tokenizer."
+    )
+    system_prompt: str = Field(
+        default=(
+            "You answer questions using only the numbered passages. Cite passages like [1]. "
+            "If the passages do not contain the answer, say you do not know."
+        )
+    )
+
+    @model_validator(mode="after")
+    def _cap(self) -> "GeneratorConfig":
+        if self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError("default_max_tokens must not exceed max_tokens_cap")
+        return self
+
+
+class ChunkSize(StrictModel):
+    tokens: int = Field(ge=32, le=8192, description="Target chunk length in tokens.")
+    overlap: float = Field(ge=0.10, le=0.20, description="Fraction shared with the next chunk.")
+
+
+class ChunkingConfig(StrictModel):
+    """Token-aware sizes by content type (the guide: technical 800–1200, code 500–800,
+    general 1000–1500, 10–20 % overlap)."""
+
+    encoding: str = Field(default="cl100k_base", description="tiktoken encoding.")
+    sizes: dict[ContentType, ChunkSize] = Field(
+        default_factory=lambda: {
+            ContentType.technical: ChunkSize(tokens=1000, overlap=0.15),
+            ContentType.code: ChunkSize(tokens=650, overlap=0.15),
+            ContentType.general: ChunkSize(tokens=1200, overlap=0.15),
+        }
+    )
+    embed_batch_size: int = Field(default=64, ge=1, le=1024, description="Chunks per embed call.")
+
+    @model_validator(mode="after")
+    def _all_types(self) -> "ChunkingConfig":
+        missing = set(ContentType) - set(self.sizes)
+        if missing:
+            raise ValueError(f"chunk sizes missing for: {sorted(m.value for m in missing)}")
+        return self
+
+
+class LimitsConfig(StrictModel):
+    """Request bounds enforced by the ingress (violations are 4xx, never 500)."""
+
+    max_query_chars: int = Field(default=4000, ge=1)
+    max_documents_per_request: int = Field(default=256, ge=1)
+    max_document_chars: int = Field(default=2_000_000, ge=1)
+    max_request_chars: int = Field(default=20_000_000, ge=1)
+
+
+def dump_public(model: BaseModel) -> dict[str, Any]:
+    """A dict for logs and health output: secrets stay masked."""
+    return model.model_dump(mode="json")
