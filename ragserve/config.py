@@ -104,7 +104,8 @@ class RerankerConfig(StrictModel):
         description="lexical_fusion: weight of the retriever score (rest: lexical BM25 score).",
     )
     batching: BatchingConfig = Field(
-        default_factory=lambda: BatchingConfig(max_batch_size=64, batch_wait_timeout_s=0.005)
+        default_factory=lambda: BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
+        description="Batching counts requests (each a query with its candidates).",
     )
 
 

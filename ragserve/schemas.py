@@ -162,6 +162,7 @@ class Citation(BaseModel):
     text: str
     score: float
     metadata: dict[str, Any] = Field(default_factory=dict)
+    cited: bool = Field(default=False, description="Whether the answer cites this passage.")
 
 
 class StageTimings(BaseModel):
@@ -219,10 +220,16 @@ class SearchResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-class QueryResponse(SearchResponse):
+class QueryResponse(BaseModel):
     answer: str
-    citations: list[Citation]
+    citations: list[Citation] = Field(
+        description="The passages given to the generator, numbered as the answer cites them."
+    )
     usage: Usage
+    timings: StageTimings
+    backends: StageBackends
+    degraded: bool = False
+    warnings: list[str] = Field(default_factory=list)
 
 
 class DocumentIn(_Strict):

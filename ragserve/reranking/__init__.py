@@ -1,0 +1,16 @@
+from ragserve.reranking.base import Reranker, Scorer
+from ragserve.reranking.cross_encoder import CrossEncoderScorer
+from ragserve.reranking.factory import fallback_scorer, load_scorer, order_by_scores, rerank_with
+from ragserve.reranking.lexical import LexicalFusionScorer, RetrievalOrderScorer
+
+__all__ = [
+    "Reranker",
+    "Scorer",
+    "CrossEncoderScorer",
+    "LexicalFusionScorer",
+    "RetrievalOrderScorer",
+    "load_scorer",
+    "fallback_scorer",
+    "rerank_with",
+    "order_by_scores",
+]

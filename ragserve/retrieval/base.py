@@ -22,8 +22,11 @@ class Retriever(Protocol):
         self, vector: list[float], top_k: int, filters: Filters | None = None
     ) -> list[ScoredChunk]: ...
 
-    async def chunk_ids(self, doc_id: str) -> set[str]:
-        """Ids of the chunks currently stored for a document (empty if none)."""
+    async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
+        """Chunk id -> document hash for the chunks stored for a document (empty if none).
+
+        Ingestion compares these with a re-sent document's chunk ids and hash to skip
+        unchanged documents before embedding anything."""
 
     async def replace_document(
         self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]

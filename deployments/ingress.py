@@ -1,0 +1,83 @@
+"""Ingress deployment: the FastAPI app in front of the stage handles."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments._client import StageClient
+from graphs.args import IngressConfig
+from ragserve.api import create_app
+from ragserve.ingest.chunking import TokenChunker
+from ragserve.pipeline import PipelineSettings, RAGPipeline
+from ragserve.schemas import (
+    DeleteResponse,
+    DocumentChunks,
+    IngestRequest,
+    IngestResponse,
+    QueryRequest,
+    QueryResponse,
+    SearchRequest,
+    SearchResponse,
+)
+
+__all__ = ["IngressDeployment"]
+
+
+@serve.ingress()
+class IngressDeployment:
+    """Holds no model. At start-up it checks that the index matches the embedder; a mismatch
+    fails the replica with a ``ConfigurationError`` instead of serving corrupt results."""
+
+    async def __init__(
+        self,
+        config: IngressConfig,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        reranker: DeploymentHandle,
+        generator: DeploymentHandle | None = None,
+    ):
+        self.config = IngressConfig.model_validate(config)
+        limits = self.config.limits
+        self.pipeline = RAGPipeline(
+            embedder=StageClient(embedder, "embedder"),
+            retriever=StageClient(retriever, "retriever"),
+            reranker=StageClient(reranker, "reranker"),
+            generator=StageClient(generator, "generator") if generator is not None else None,
+            chunker=TokenChunker(self.config.chunking),
+            settings=PipelineSettings(
+                stage_timeout_s=self.config.stage_timeout_s,
+                max_query_chars=limits.max_query_chars,
+                max_documents_per_request=limits.max_documents_per_request,
+                max_document_chars=limits.max_document_chars,
+                embed_batch_size=self.config.chunking.embed_batch_size,
+            ),
+        )
+        await self.pipeline.startup()
+
+    # Python API for handles (notebooks): the same validation and flow as the HTTP routes.
+
+    async def query(self, request: QueryRequest | dict) -> QueryResponse:
+        req = QueryRequest.model_validate(request)
+        if req.stream:
+            req = req.model_copy(update={"stream": False})
+        return await self.pipeline.query(req)
+
+    async def search(self, request: SearchRequest | dict) -> SearchResponse:
+        return await self.pipeline.search(SearchRequest.model_validate(request))
+
+    async def ingest(self, request: IngestRequest | dict) -> IngestResponse:
+        return await self.pipeline.ingest(IngestRequest.model_validate(request))
+
+    async def get_document(self, doc_id: str) -> DocumentChunks:
+        return await self.pipeline.get_document(doc_id)
+
+    async def delete_document(self, doc_id: str) -> DeleteResponse:
+        return await self.pipeline.delete_document(doc_id)
+
+    async def readiness(self) -> dict:
+        ready, stages = await self.pipeline.readiness()
+        return {"ready": ready, "stages": stages}
+
+    def __serve_build_asgi_app__(self):
+        return create_app(lambda: self.pipeline, max_request_bytes=self.config.limits.max_request_chars)

@@ -1,0 +1,412 @@
+"""Qdrant retriever backend: embedded local mode (a folder on disk) or a Qdrant server.
+
+One point per chunk: id = ``chunk_id`` (a canonical UUID string), one named dense vector
+``"dense"`` (cosine), payload = the chunk's fields. The collection's ``metadata`` records the
+embedding model and dimension so a replica started with another embedder refuses to serve.
+
+Local mode is for development and small corpora: qdrant-client runs every call synchronously on
+the event loop (an exact brute-force search), and the folder is locked by the one client that
+opened it, so only one process (one retriever replica) can use it. Use a server beyond that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from ragserve.config import RetrieverConfig
+from ragserve.errors import (
+    ConfigurationError,
+    RagServeError,
+    StageTimeoutError,
+    StageUnavailableError,
+)
+from ragserve.schemas import Chunk, EmbedderInfo, Filters, ScoredChunk
+
+__all__ = ["QdrantRetriever", "VECTOR_NAME", "SCHEMA_VERSION"]
+
+log = logging.getLogger("ragserve.retriever")
+
+VECTOR_NAME = "dense"
+SCHEMA_VERSION = 1
+_PAGE = 256
+
+
+class QdrantRetriever:
+    """The ``Retriever`` role on Qdrant.
+
+    ``__init__`` only stores the config; ``warm_up()`` opens the client. Every method raises
+    ``StageUnavailableError`` / ``StageTimeoutError`` when Qdrant cannot answer (retryable), and
+    ``ConfigurationError`` for what retrying cannot fix (wrong API key, missing or mismatched
+    collection); raw client exceptions never escape. The timeout is owned by the HTTP client
+    (``config.timeout_s`` per request, rounded up to whole seconds by qdrant-client).
+    """
+
+    def __init__(self, config: RetrieverConfig) -> None:
+        self.config = config
+        self._client: AsyncQdrantClient | None = None
+
+    @property
+    def name(self) -> str:
+        return "qdrant-local" if self.config.local else "qdrant-server"
+
+    @property
+    def collection(self) -> str:
+        return self.config.collection
+
+    async def warm_up(self) -> None:
+        if self._client is not None:
+            return
+        if self.config.local:
+            path = Path(self.config.path or ".ragserve/qdrant").expanduser()
+            path.mkdir(parents=True, exist_ok=True)
+            try:
+                # Built on the event loop's thread: local mode keeps SQLite connections that
+                # must stay on the thread that opened them.
+                self._client = AsyncQdrantClient(path=str(path))
+            except RuntimeError as e:
+                raise ConfigurationError(
+                    f"Qdrant local folder {path} is already open in another client ({e}). "
+                    "Embedded mode serves one process: run one retriever replica, or set "
+                    "`url` to a Qdrant server."
+                ) from e
+        else:
+            api_key = self.config.api_key.get_secret_value() if self.config.api_key else None
+            # No background version probe: it warns from a thread at start-up whenever the
+            # server is briefly unreachable; health() and ensure_collection() report that.
+            self._client = AsyncQdrantClient(
+                url=self.config.url,
+                api_key=api_key,
+                timeout=self.config.timeout_s,
+                check_compatibility=False,
+            )
+        log.info("retriever %s opened collection %r", self.name, self.collection)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    @property
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            raise StageUnavailableError("retriever not warmed up (call warm_up first)")
+        return self._client
+
+    # ------------------------------------------------------------------ collection
+
+    async def ensure_collection(self, embedder: EmbedderInfo) -> None:
+        with self._errors("ensure_collection"):
+            exists = await self.client.collection_exists(self.collection)
+            if not exists:
+                try:
+                    await self.client.create_collection(
+                        self.collection,
+                        vectors_config={
+                            VECTOR_NAME: qm.VectorParams(
+                                size=embedder.dimension, distance=qm.Distance.COSINE
+                            )
+                        },
+                        metadata={
+                            "embedder_model": embedder.model,
+                            "dimension": embedder.dimension,
+                            "schema": SCHEMA_VERSION,
+                        },
+                    )
+                    log.info(
+                        "created collection %r for %s (dim %d)",
+                        self.collection, embedder.model, embedder.dimension,
+                    )
+                except UnexpectedResponse as e:
+                    if e.status_code != 409:  # 409: another replica created it first
+                        raise
+            await self._check_collection(embedder)
+            await self._ensure_indexes()
+
+    async def _check_collection(self, embedder: EmbedderInfo) -> None:
+        info = await self.client.get_collection(self.collection)
+        meta = info.config.metadata or {}
+        vectors = info.config.params.vectors
+        params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+        stored_model = meta.get("embedder_model")
+        stored_dim = params.size if params is not None else meta.get("dimension")
+        if (
+            stored_model == embedder.model
+            and stored_dim == embedder.dimension
+            and params is not None
+            and params.distance == qm.Distance.COSINE
+        ):
+            return
+        raise ConfigurationError(
+            f"collection {self.collection!r} was built with embedder {stored_model!r} "
+            f"(dimension {stored_dim}, vector {VECTOR_NAME!r} "
+            f"{'present' if params is not None else 'missing'}), but the configured embedder is "
+            f"{embedder.model!r} (dimension {embedder.dimension}). Mixing vectors from two "
+            "models corrupts search: set retriever.collection to another name, or delete the "
+            "collection and re-index the documents with the configured embedder.",
+            details={
+                "collection": self.collection,
+                "stored_model": stored_model,
+                "stored_dimension": stored_dim,
+                "configured_model": embedder.model,
+                "configured_dimension": embedder.dimension,
+            },
+        )
+
+    async def _ensure_indexes(self) -> None:
+        # Local mode ignores payload indexes (and warns about them), so only a server gets them.
+        if self.config.local:
+            return
+        info = await self.client.get_collection(self.collection)
+        have = set(info.payload_schema or {})
+        wanted = list(dict.fromkeys(["doc_id", *map(_payload_key, self.config.filterable_fields)]))
+        for field in wanted:
+            if field not in have:
+                await self.client.create_payload_index(
+                    self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD
+                )
+
+    # ------------------------------------------------------------------ reads
+
+    async def search(
+        self, vector: list[float], top_k: int, filters: Filters | None = None
+    ) -> list[ScoredChunk]:
+        search_params = None
+        if self.config.hnsw_ef and not self.config.local:
+            search_params = qm.SearchParams(hnsw_ef=self.config.hnsw_ef)
+        with self._errors("search"):
+            result = await self.client.query_points(
+                self.collection,
+                query=vector,
+                using=VECTOR_NAME,
+                limit=top_k,
+                query_filter=_metadata_filter(filters),
+                search_params=search_params,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [
+            ScoredChunk(**_chunk_fields(p.id, p.payload), score=p.score, retrieval_score=p.score)
+            for p in result.points
+        ]
+
+    async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
+        records = await self._scroll_document(doc_id, with_payload=["doc_hash"], op="chunk_hashes")
+        return {str(r.id): (r.payload or {}).get("doc_hash", "") for r in records}
+
+    async def get_document(self, doc_id: str) -> list[Chunk]:
+        records = await self._scroll_document(doc_id, with_payload=True, op="get_document")
+        chunks = [Chunk(**_chunk_fields(r.id, r.payload)) for r in records]
+        return sorted(chunks, key=lambda c: c.chunk_index)
+
+    async def _scroll_document(self, doc_id: str, *, with_payload: bool | list[str], op: str) -> list[Any]:
+        records: list[Any] = []
+        offset = None
+        with self._errors(op):
+            while True:
+                page, offset = await self.client.scroll(
+                    self.collection,
+                    scroll_filter=_doc_filter(doc_id),
+                    limit=_PAGE,
+                    offset=offset,
+                    with_payload=with_payload,
+                    with_vectors=False,
+                )
+                records.extend(page)
+                if offset is None:
+                    return records
+
+    async def count(self) -> int:
+        with self._errors("count"):
+            return (await self.client.count(self.collection, exact=True)).count
+
+    async def health(self) -> dict:
+        with self._errors("health"):
+            points = (await self.client.count(self.collection, exact=False)).count
+        return {"backend": self.name, "collection": self.collection, "points": points}
+
+    # ------------------------------------------------------------------ writes
+
+    async def replace_document(
+        self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]
+    ) -> None:
+        """Make ``chunks`` the document's only chunks with ONE ``batch_update_points`` request:
+        upsert the new points, then delete the document's points whose ids are not among them.
+
+        Readers never see the document missing. Local mode applies the request without
+        yielding to the event loop, so no reader interleaves; a server applies the operations
+        in order, so a concurrent search may at worst see old and new chunks together for a
+        moment, never neither. Re-sending identical chunks rewrites the same ids (idempotent).
+        """
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        for c in chunks:
+            if c.doc_id != doc_id:
+                raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, not {doc_id!r}")
+            if _canonical_uuid(c.chunk_id) != c.chunk_id:
+                raise ValueError(f"chunk_id {c.chunk_id!r} is not a canonical UUID string")
+        new_ids = [c.chunk_id for c in chunks]
+        stale = qm.Filter(
+            must=[_doc_condition(doc_id)],
+            must_not=[qm.HasIdCondition(has_id=new_ids)] if new_ids else None,
+        )
+        operations: list[Any] = []
+        if chunks:
+            points = [
+                qm.PointStruct(id=c.chunk_id, vector={VECTOR_NAME: list(v)}, payload=_payload(c))
+                for c, v in zip(chunks, vectors)
+            ]
+            operations.append(qm.UpsertOperation(upsert=qm.PointsList(points=points)))
+        operations.append(qm.DeleteOperation(delete=qm.FilterSelector(filter=stale)))
+        with self._errors("replace_document"):
+            await self.client.batch_update_points(self.collection, operations, wait=True)
+
+    async def delete_document(self, doc_id: str) -> int:
+        """Delete every chunk of the document; returns the count taken just before deleting."""
+        with self._errors("delete_document"):
+            n = (
+                await self.client.count(
+                    self.collection, count_filter=_doc_filter(doc_id), exact=True
+                )
+            ).count
+            if n:
+                await self.client.delete(
+                    self.collection,
+                    points_selector=qm.FilterSelector(filter=_doc_filter(doc_id)),
+                    wait=True,
+                )
+        return n
+
+    # ------------------------------------------------------------------ errors
+
+    @contextlib.contextmanager
+    def _errors(self, op: str) -> Iterator[None]:
+        """Turn client and transport failures into the ragserve error hierarchy."""
+        where = f"qdrant ({self.name}, collection {self.collection!r}) {op}"
+        try:
+            yield
+        except RagServeError:
+            raise
+        except UnexpectedResponse as e:
+            status = e.status_code
+            details = {"status": status, "operation": op}
+            if status in (401, 403):
+                raise ConfigurationError(
+                    f"{where}: rejected the API key ({status})", details=details
+                ) from e
+            if status == 404:
+                raise ConfigurationError(
+                    f"{where}: not found (was ensure_collection run?)", details=details
+                ) from e
+            if status is None or status in (408, 429) or status >= 500:
+                raise StageUnavailableError(
+                    f"{where}: server answered {status}", details=details
+                ) from e
+            raise RagServeError(f"{where} failed: {e}", details=details) from e
+        except ResponseHandlingException as e:
+            raise _transport_error(where, e.source) from e
+        except (httpx.TransportError, TimeoutError, ConnectionError) as e:
+            raise _transport_error(where, e) from e
+        except RuntimeError as e:
+            if "closed" in str(e).lower():  # local mode after close()
+                raise StageUnavailableError(f"{where}: client is closed") from e
+            raise
+        except ValueError as e:
+            if self.config.local and "not found" in str(e):  # local mode's missing collection
+                raise ConfigurationError(f"{where}: {e} (was ensure_collection run?)") from e
+            raise
+
+
+def _transport_error(where: str, source: BaseException) -> StageUnavailableError:
+    if isinstance(source, (httpx.TimeoutException, TimeoutError)):
+        return StageTimeoutError(f"{where}: timed out ({type(source).__name__})")
+    return StageUnavailableError(
+        f"{where}: cannot reach Qdrant ({type(source).__name__}: {source})"
+    )
+
+
+# ---------------------------------------------------------------------- payload and filters
+
+
+def _canonical_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _payload(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "doc_id": chunk.doc_id,
+        "chunk_index": chunk.chunk_index,
+        "text": chunk.text,
+        "content_type": chunk.content_type.value,
+        "metadata": chunk.metadata,
+        "doc_hash": chunk.doc_hash,
+    }
+
+
+def _chunk_fields(point_id: Any, payload: dict[str, Any] | None) -> dict[str, Any]:
+    payload = payload or {}
+    return {
+        "chunk_id": str(point_id),
+        "doc_id": payload.get("doc_id", ""),
+        "chunk_index": payload.get("chunk_index", 0),
+        "text": payload.get("text", ""),
+        "content_type": payload.get("content_type", "general"),
+        "metadata": payload.get("metadata") or {},
+        "doc_hash": payload.get("doc_hash", ""),
+    }
+
+
+def _doc_condition(doc_id: str) -> qm.FieldCondition:
+    return qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))
+
+
+def _doc_filter(doc_id: str) -> qm.Filter:
+    return qm.Filter(must=[_doc_condition(doc_id)])
+
+
+def _match_value(value: Any) -> Any:
+    # Filters allow whole-number floats (validate_filters); Qdrant matches ints.
+    return int(value) if isinstance(value, float) else value
+
+
+# Chunk fields stored at the top of the payload; every other filter field is user metadata.
+TOP_LEVEL_FIELDS = frozenset({"doc_id", "content_type"})
+
+
+def _payload_key(field: str) -> str:
+    return field if field in TOP_LEVEL_FIELDS else f"metadata.{field}"
+
+
+def _metadata_filter(filters: Filters | None) -> qm.Filter | None:
+    """``{field: value}`` → exact match (``doc_id`` and ``content_type`` on the chunk, any
+    other field on its metadata); a list → any of the values."""
+    if not filters:
+        return None
+    must: list[Any] = []
+    for field, value in filters.items():
+        key = _payload_key(field)
+        if not isinstance(value, list):
+            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=_match_value(value))))
+            continue
+        values = [_match_value(v) for v in value]
+        if all(isinstance(v, str) for v in values) or all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=values)))
+        else:  # MatchAny takes only all-strings or all-ints; booleans and mixes need a should
+            should = [qm.FieldCondition(key=key, match=qm.MatchValue(value=v)) for v in values]
+            must.append(qm.Filter(should=should))
+    return qm.Filter(must=must)

