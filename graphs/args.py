@@ -89,24 +89,35 @@ class _Stage(StrictModel):
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
 
 
+def _defaults(num_cpus: float, **options: Any):
+    """Default deployment options: small CPU shares so that the whole graph fits a 2-core
+    laptop with ``serve run graphs.rag:app`` (Serve's own default is 1 CPU per replica)."""
+    return lambda: DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=num_cpus), **options)
+
+
 class EmbedderStage(_Stage):
     config: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    deployment: DeploymentOptions = Field(default_factory=_defaults(0.5, max_ongoing_requests=64))
 
 
 class RetrieverStage(_Stage):
     config: RetrieverConfig = Field(default_factory=RetrieverConfig)
+    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=32))
 
 
 class RerankerStage(_Stage):
     config: RerankerConfig = Field(default_factory=RerankerConfig)
+    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=16))
 
 
 class GeneratorStage(_Stage):
     config: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    deployment: DeploymentOptions = Field(default_factory=_defaults(0.5, max_ongoing_requests=8))
 
 
 class IngressStage(_Stage):
     config: IngressConfig = Field(default_factory=IngressConfig)
+    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=100))
 
 
 class RagAppArgs(StrictModel):

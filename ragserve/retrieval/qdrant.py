@@ -231,9 +231,14 @@ class QdrantRetriever:
             return (await self.client.count(self.collection, exact=True)).count
 
     async def health(self) -> dict:
+        """Connectivity and collection state. Raises ``StageUnavailableError`` only when
+        Qdrant does not answer: a collection not created yet (before the ingress has run
+        ``ensure_collection``) is a state, not a fault."""
         with self._errors("health"):
-            points = (await self.client.count(self.collection, exact=False)).count
-        return {"backend": self.name, "collection": self.collection, "points": points}
+            exists = await self.client.collection_exists(self.collection)
+            points = (await self.client.count(self.collection, exact=False)).count if exists else 0
+        return {"backend": self.name, "collection": self.collection, "collection_exists": exists,
+                "points": points}
 
     # ------------------------------------------------------------------ writes
 

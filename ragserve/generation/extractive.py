@@ -1,0 +1,156 @@
+"""An answer made of the passages' own sentences: no model, no network, always available."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import AsyncIterator
+
+from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
+from ragserve.generation.prompt import PromptPlan, plan_prompt
+from ragserve.reranking.lexical import tokenize
+from ragserve.schemas import GenerationRequest, GenerationResult
+from ragserve.tokens import count_tokens, get_encoding
+
+__all__ = ["ExtractiveGenerator", "NO_PASSAGES_ANSWER"]
+
+NO_PASSAGES_ANSWER = "I could not find relevant passages for this question."
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}")
+_WORDS_PER_DELTA = 4
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _stem(term: str) -> str:
+    """Strip a few English inflections so "erupted" meets "erupt" (no dictionary needed)."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if term.endswith(suffix) and len(term) - len(suffix) >= 3:
+            return term[: -len(suffix)]
+    return term
+
+
+def _terms(text: str) -> set[str]:
+    return {_stem(t) for t in tokenize(text)}
+
+
+def _render(groups: list[tuple[int, list[str]]]) -> str:
+    return " ".join(f"{' '.join(sentences)} [{n}]" for n, sentences in groups)
+
+
+class ExtractiveGenerator:
+    """Answers with the passage sentences that share the most (IDF-weighted) terms with the
+    query, each followed by its passage's ``[n]``.
+
+    Passages go through the same context-window budget as the model backends, with tiktoken
+    (``GeneratorConfig.token_encoding``) as the counter, so ``passages_used`` and the ``[n]``
+    numbers mean the same thing whatever the backend. The best ``max_sentences`` sentences
+    (ties: the better-ranked passage, then the earlier sentence) are emitted in passage order,
+    one ``[n]`` after each run of sentences from passage n, and cut to ``max_tokens``. Cheap
+    and synchronous: ``warm_up`` only loads the tiktoken encoding.
+    """
+
+    name = "extractive"
+
+    def __init__(self, config: GeneratorConfig | ExtractiveGeneratorConfig) -> None:
+        if isinstance(config, ExtractiveGeneratorConfig):
+            config = GeneratorConfig(backend=config)
+        if not isinstance(config.backend, ExtractiveGeneratorConfig):
+            raise TypeError("ExtractiveGenerator needs an ExtractiveGeneratorConfig backend")
+        self.config = config
+        self.backend_config: ExtractiveGeneratorConfig = config.backend
+
+    def warm_up(self) -> None:
+        get_encoding(self.config.token_encoding)
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(text, self.config.token_encoding)
+
+    def plan(self, request: GenerationRequest) -> PromptPlan:
+        return plan_prompt(request, self.config, self.count_tokens)
+
+    def health(self) -> dict:
+        return {"model": None, "device": "cpu", "source": "extractive"}
+
+    # ------------------------------------------------------------------ answer
+
+    def _select(self, query: str, plan: PromptPlan) -> list[tuple[int, str]]:
+        """(passage number, sentence) pairs, in passage then sentence order."""
+        sentences = [
+            (n, s_idx, s)
+            for n, p in enumerate(plan.passages, start=1)
+            for s_idx, s in enumerate(split_sentences(p.text))
+        ]
+        if not sentences:
+            return []
+        n_docs = len(plan.passages)
+        df: dict[str, int] = {}
+        for p in plan.passages:
+            for term in _terms(p.text):
+                df[term] = df.get(term, 0) + 1
+        query_terms = _terms(query)
+        # Rank of a passage by score: ties in sentence score go to the better passage.
+        order = sorted(range(1, n_docs + 1), key=lambda n: -plan.passages[n - 1].score)
+        rank = {n: r for r, n in enumerate(order)}
+        scored = []
+        for n, s_idx, s in sentences:
+            shared = query_terms & _terms(s)
+            score = sum(math.log(1.0 + n_docs / df.get(t, 1)) for t in shared)
+            scored.append((score, n, s_idx, s))
+        best = [x for x in scored if x[0] > 0]
+        if not best:  # nothing shares a term: the top of the first passage is the best guess
+            return [(sentences[0][0], sentences[0][2])]
+        best.sort(key=lambda x: (-x[0], rank[x[1]], x[2]))
+        picked = sorted(best[: self.backend_config.max_sentences], key=lambda x: (x[1], x[2]))
+        return [(n, s) for _, n, _, s in picked]
+
+    def _answer(self, request: GenerationRequest) -> GenerationResult:
+        plan = self.plan(request)
+        finish = "stop"
+        if not plan.passages:
+            text = NO_PASSAGES_ANSWER
+        else:
+            # Consecutive sentences of one passage share one marker: "A. B. [2]".
+            groups: list[tuple[int, list[str]]] = []
+            text = ""
+            for n, sentence in self._select(request.query, plan):
+                if groups and groups[-1][0] == n:
+                    candidate = groups[:-1] + [(n, [*groups[-1][1], sentence])]
+                else:
+                    candidate = [*groups, (n, [sentence])]
+                rendered = _render(candidate)
+                if self.count_tokens(rendered) > plan.max_tokens:
+                    finish = "length"
+                    if not groups:  # even one sentence is too long: cut it, keep the marker
+                        text = self._truncate(sentence, f" [{n}]", plan.max_tokens)
+                    break
+                groups, text = candidate, rendered
+        usage = plan.usage(plan.prompt_tokens, self.count_tokens(text))
+        return plan.result(text, backend=self.name, usage=usage, finish_reason=finish)
+
+    def _truncate(self, sentence: str, marker: str, max_tokens: int) -> str:
+        """The longest whole-word start of ``sentence`` that fits with its marker."""
+        enc = get_encoding(self.config.token_encoding)
+        if self.count_tokens(marker) >= max_tokens:
+            marker = ""  # a budget this small holds words or a marker, and words answer
+        room = max_tokens - self.count_tokens(marker)
+        cut = enc.decode(enc.encode(sentence, disallowed_special=())[:room])
+        if len(cut) < len(sentence) and not sentence[len(cut)].isspace() and " " in cut.strip():
+            cut = cut.rstrip().rsplit(" ", 1)[0]  # do not end on half a word
+        cut = cut.rstrip()
+        # Re-encoding a cut text can take a token more than the cut ids did.
+        while cut and self.count_tokens(cut + marker) > max_tokens:
+            cut = cut[:-1].rstrip()
+        return f"{cut}{marker}".strip()
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return self._answer(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        result = self._answer(request)
+        pieces = re.findall(r"\S+\s*", result.text)
+        for i in range(0, len(pieces), _WORDS_PER_DELTA):
+            yield {"delta": "".join(pieces[i : i + _WORDS_PER_DELTA])}
+        yield {"result": result}

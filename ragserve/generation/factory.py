@@ -1,0 +1,37 @@
+"""Pick the generator backend from config."""
+
+from __future__ import annotations
+
+from ragserve.config import (
+    ExtractiveGeneratorConfig,
+    GeneratorConfig,
+    LocalGeneratorConfig,
+    OpenAIGeneratorConfig,
+)
+from ragserve.generation.base import Generator
+from ragserve.generation.extractive import ExtractiveGenerator
+from ragserve.generation.local import TransformersGenerator
+from ragserve.generation.openai_compat import OpenAICompatibleGenerator
+
+__all__ = ["build_generator"]
+
+
+def build_generator(config: GeneratorConfig) -> Generator:
+    """The backend ``config.backend`` names, constructed but not warmed up.
+
+    Every backend has a synchronous ``warm_up() -> None`` that the caller runs once before
+    serving. Only the local model's is heavy (seconds of CPU: run it in a thread, as
+    ``GeneratorDeployment`` does); the OpenAI-compatible and extractive ones only load the
+    tiktoken encoding, and the OpenAI client is created lazily inside the event loop that
+    first uses it, so calling ``warm_up`` from a worker thread is safe for all of them.
+    (torch and transformers are imported inside the local backend's ``warm_up``.)
+    """
+    config = GeneratorConfig.model_validate(config)
+    backend = config.backend
+    if isinstance(backend, LocalGeneratorConfig):
+        return TransformersGenerator(config)
+    if isinstance(backend, OpenAIGeneratorConfig):
+        return OpenAICompatibleGenerator(config)
+    if isinstance(backend, ExtractiveGeneratorConfig):
+        return ExtractiveGenerator(config)
+    raise TypeError(f"unknown generator backend {type(backend).__name__}")
