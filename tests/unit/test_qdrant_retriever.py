@@ -50,7 +50,9 @@ async def retriever(tmp_path):
 async def test_satisfies_protocol_and_names(retriever):
     assert isinstance(retriever, Retriever)
     assert retriever.name == "qdrant-local"
-    assert await retriever.health() == {"backend": "qdrant-local", "collection": "t", "points": 0}
+    assert await retriever.health() == {
+        "backend": "qdrant-local", "collection": "t", "collection_exists": True, "points": 0
+    }
 
 
 async def test_collection_metadata_and_reopen_checks(tmp_path):
