@@ -62,6 +62,14 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def process_name(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "?"
+    return cmd.split("/")[-1][:60]
+
+
 def memory_mib(pids: list[int]) -> tuple[float, float]:
     rss = pss = 0
     for p in pids:
@@ -152,8 +160,11 @@ def main() -> int:
                 print("   stage p50 (ms): " + ", ".join(
                     f"{k}={pct(v, 50):.1f}" for k, v in stage.items() if k != "total_ms"))
         rss, pss = memory_mib(descendants(proc.pid))
+        pids = descendants(proc.pid)
         print(f"memory of the whole stack: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB "
-              f"({len(descendants(proc.pid))} processes)")
+              f"({len(pids)} processes)")
+        per = sorted(((memory_mib([p])[1], process_name(p)) for p in pids), reverse=True)
+        print("   largest by PSS: " + ", ".join(f"{n} {m:.0f} MiB" for m, n in per[:8]))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
