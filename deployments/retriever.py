@@ -21,11 +21,11 @@ class RetrieverDeployment:
     async def search(self, vector: list[float], top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
         return await self.backend.search(vector, top_k, filters)
 
-    async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
-        return await self.backend.chunk_hashes(doc_id)
+    async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
+        return await self.backend.chunk_hashes_many(doc_ids)
 
-    async def replace_document(self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]) -> None:
-        await self.backend.replace_document(doc_id, chunks, vectors)
+    async def replace_documents(self, documents: list[tuple[str, list[Chunk], list[list[float]]]]) -> None:
+        await self.backend.replace_documents(documents)
 
     async def get_document(self, doc_id: str) -> list[Chunk]:
         return await self.backend.get_document(doc_id)

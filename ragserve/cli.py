@@ -194,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("health", help="show the service's readiness (GET /readyz)")
     _add_connection_options(health, suppress=True)
+
+    ev = commands.add_parser(
+        "eval", help="retrieval quality on a BEIR-format dataset (nDCG@10, recall, MRR@10)"
+    )
+    _add_connection_options(ev, suppress=True)
+    ev.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels/")
+    ev.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
+    ev.add_argument("--modes", default="dense,rerank",
+                    help="in-process rankings to measure, comma-separated: dense, rerank")
+    ev.add_argument("--model", default=None, help="embedder model name or path (in-process)")
+    ev.add_argument("--max-queries", type=_positive_int, default=None, help="first N query ids")
+    ev.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query")
+    ev.add_argument("--service", action="store_true",
+                    help="evaluate the running service at --url instead of in-process")
+    ev.add_argument("--no-ingest", action="store_true", help="with --service: corpus is indexed")
+    ev.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser
 
 
@@ -236,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url or os.environ.get("RAGSERVE_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("RAGSERVE_API_KEY") or None
     handlers = {"ingest": _cmd_ingest, "query": _cmd_query, "health": _cmd_health}
+    if args.command == "eval":
+        try:
+            return _cmd_eval(args, url, api_key)
+        except FileNotFoundError as exc:
+            _eprint(f"error: {exc}")
+            return EXIT_ERROR
     try:
         with _log_to_stderr(), ServiceClient(
             url, api_key=api_key, timeout_s=args.timeout
@@ -250,6 +272,44 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _eprint("interrupted")
         return EXIT_INTERRUPTED
+
+
+def _cmd_eval(args: argparse.Namespace, url: str, api_key: str | None) -> int:
+    import asyncio
+
+    from ragserve.config import EmbedderConfig
+    from ragserve.eval.beir import load_beir
+    from ragserve.eval.runner import EvalSettings, run_in_process, run_over_http
+
+    ds = load_beir(args.dataset, args.split, max_queries=args.max_queries)
+    settings = EvalSettings(top_k=args.top_k)
+    if args.model:
+        settings.embedder = EmbedderConfig(model=args.model)
+    print(f"{ds.name} ({args.split}): {len(ds.corpus)} documents, {len(ds.queries)} queries")
+    if args.service:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        results, info = asyncio.run(
+            run_over_http(ds, url, settings, ingest=not args.no_ingest, headers=headers)
+        )
+    else:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        unknown = set(modes) - {"dense", "rerank"}
+        if unknown or not modes:
+            _eprint(f"error: unknown modes {sorted(unknown)}; choose from dense, rerank")
+            return EXIT_ERROR
+        results, info = asyncio.run(run_in_process(ds, settings, modes))
+    print("  ".join(f"{k}={v}" for k, v in info.items()))
+    header = f"{'mode':32} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'q/s':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        m = r.metrics
+        print(f"{r.mode:32} {m['ndcg@10']:8.4f} {m['recall@10']:8.4f} {m['recall@100']:8.4f} "
+              f"{m['mrr@10']:8.4f} {r.queries / max(r.seconds, 1e-9):7.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": ds.name, "split": args.split, **info,
+                                         "results": [r.as_dict() for r in results]}, indent=2))
+    return EXIT_OK
 
 
 def _cmd_ingest(client: ServiceClient, args: argparse.Namespace, parser: Any) -> int:

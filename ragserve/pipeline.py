@@ -67,14 +67,12 @@ class PipelineSettings:
         max_documents_per_request: int = 256,
         max_document_chars: int = 2_000_000,
         embed_batch_size: int = 64,
-        ingest_concurrency: int = 4,
     ) -> None:
         self.stage_timeout_s = stage_timeout_s
         self.max_query_chars = max_query_chars
         self.max_documents_per_request = max_documents_per_request
         self.max_document_chars = max_document_chars
         self.embed_batch_size = embed_batch_size
-        self.ingest_concurrency = ingest_concurrency
 
 
 class _Clock:
@@ -331,31 +329,37 @@ class RAGPipeline:
             lambda: [(d, chunk_document(d, self.chunker)) for d in req.documents]
         )
         t_chunk = time.perf_counter()
-        sem = asyncio.Semaphore(s.ingest_concurrency)
-        embedded = 0
-
-        async def one(doc, chunks: list[Chunk]) -> DocumentResult:
-            nonlocal embedded
-            async with sem:
-                existing = await self._call("retriever", self.retriever.chunk_hashes(doc.id))
-                new_hash = chunks[0].doc_hash if chunks else ""
-                if set(existing) == {c.chunk_id for c in chunks} and all(
-                    h == new_hash for h in existing.values()
-                ):
-                    return DocumentResult(id=doc.id, status="unchanged", chunks=len(chunks))
-                vectors = await self._embed_passages([c.text for c in chunks])
-                await self._call(
-                    "retriever", self.retriever.replace_document(doc.id, chunks, vectors)
-                )
-                embedded += len(chunks)
-                status = "updated" if existing else "created"
-                return DocumentResult(id=doc.id, status=status, chunks=len(chunks))
-
-        results = await asyncio.gather(*(one(d, c) for d, c in chunked))
+        # One read of the stored state and one write for the whole request: per-document
+        # calls cost a full scan each in Qdrant local mode.
+        stored = await self._call(
+            "retriever", self.retriever.chunk_hashes_many([d.id for d, _ in chunked])
+        )
+        results: list[DocumentResult] = []
+        changed: list[tuple] = []
+        for doc, chunks in chunked:
+            existing = stored.get(doc.id, {})
+            new_hash = chunks[0].doc_hash if chunks else ""
+            if set(existing) == {c.chunk_id for c in chunks} and all(
+                h == new_hash for h in existing.values()
+            ):
+                results.append(DocumentResult(id=doc.id, status="unchanged", chunks=len(chunks)))
+                continue
+            status = "updated" if existing else "created"
+            results.append(DocumentResult(id=doc.id, status=status, chunks=len(chunks)))
+            changed.append((doc, chunks))
+        texts = [c.text for _, chunks in changed for c in chunks]
+        vectors = await self._embed_passages(texts) if texts else []
+        updates, i = [], 0
+        for doc, chunks in changed:
+            updates.append((doc.id, chunks, vectors[i : i + len(chunks)]))
+            i += len(chunks)
+        if updates:
+            await self._call("retriever", self.retriever.replace_documents(updates))
+        embedded = len(texts)
         t_end = time.perf_counter()
         log.info("ingested %d documents, %d chunks embedded", len(results), embedded)
         return IngestResponse(
-            documents=list(results),
+            documents=results,
             chunks_embedded=embedded,
             timings_ms={
                 "chunk_ms": round((t_chunk - t0) * 1000, 2),

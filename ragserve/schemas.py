@@ -183,7 +183,7 @@ class StageBackends(BaseModel):
 class SearchRequest(_Strict):
     query: str = Field(description="The question or search text.", min_length=1)
     top_k: int = Field(default=20, ge=1, le=200, description="Candidates from the retriever.")
-    rerank_top_n: int = Field(default=5, ge=1, le=50, description="Passages kept after reranking.")
+    rerank_top_n: int = Field(default=5, ge=1, le=200, description="Passages kept after reranking.")
     filters: dict[str, Any] | None = Field(
         default=None,
         description="Metadata filters: field -> value (exact match) or list of values (any of).",

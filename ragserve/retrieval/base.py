@@ -22,16 +22,16 @@ class Retriever(Protocol):
         self, vector: list[float], top_k: int, filters: Filters | None = None
     ) -> list[ScoredChunk]: ...
 
-    async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
-        """Chunk id -> document hash for the chunks stored for a document (empty if none).
+    async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
+        """doc id -> {chunk id -> document hash} of the stored chunks (empty dict if none).
 
-        Ingestion compares these with a re-sent document's chunk ids and hash to skip
+        Ingestion compares these with re-sent documents' chunk ids and hashes to skip
         unchanged documents before embedding anything."""
 
-    async def replace_document(
-        self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]
+    async def replace_documents(
+        self, documents: list[tuple[str, list[Chunk], list[list[float]]]]
     ) -> None:
-        """Make ``chunks`` the document's only chunks, in one update request."""
+        """Make each document's chunks its only chunks, all in one update request."""
 
     async def get_document(self, doc_id: str) -> list[Chunk]: ...
 

@@ -201,8 +201,20 @@ class QdrantRetriever:
         ]
 
     async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
-        records = await self._scroll_document(doc_id, with_payload=["doc_hash"], op="chunk_hashes")
-        return {str(r.id): (r.payload or {}).get("doc_hash", "") for r in records}
+        """``chunk_hashes_many`` for one document."""
+        return (await self.chunk_hashes_many([doc_id]))[doc_id]
+
+    async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
+        """doc id -> {chunk id -> doc hash} for every given document, in one scan."""
+        out: dict[str, dict[str, str]] = {d: {} for d in doc_ids}
+        if not doc_ids:
+            return out
+        records = await self._scroll(qm.Filter(must=[_docs_condition(doc_ids)]),
+                                     with_payload=["doc_hash", "doc_id"], op="chunk_hashes")
+        for r in records:
+            payload = r.payload or {}
+            out.setdefault(payload.get("doc_id", ""), {})[str(r.id)] = payload.get("doc_hash", "")
+        return out
 
     async def get_document(self, doc_id: str) -> list[Chunk]:
         records = await self._scroll_document(doc_id, with_payload=True, op="get_document")
@@ -210,13 +222,16 @@ class QdrantRetriever:
         return sorted(chunks, key=lambda c: c.chunk_index)
 
     async def _scroll_document(self, doc_id: str, *, with_payload: bool | list[str], op: str) -> list[Any]:
+        return await self._scroll(_doc_filter(doc_id), with_payload=with_payload, op=op)
+
+    async def _scroll(self, scroll_filter: qm.Filter, *, with_payload: bool | list[str], op: str) -> list[Any]:
         records: list[Any] = []
         offset = None
         with self._errors(op):
             while True:
                 page, offset = await self.client.scroll(
                     self.collection,
-                    scroll_filter=_doc_filter(doc_id),
+                    scroll_filter=scroll_filter,
                     limit=_PAGE,
                     offset=offset,
                     with_payload=with_payload,
@@ -245,35 +260,47 @@ class QdrantRetriever:
     async def replace_document(
         self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]
     ) -> None:
-        """Make ``chunks`` the document's only chunks with ONE ``batch_update_points`` request:
-        upsert the new points, then delete the document's points whose ids are not among them.
+        """``replace_documents`` for one document."""
+        await self.replace_documents([(doc_id, chunks, vectors)])
 
-        Readers never see the document missing. Local mode applies the request without
+    async def replace_documents(
+        self, documents: list[tuple[str, list[Chunk], list[list[float]]]]
+    ) -> None:
+        """Make each document's ``chunks`` its only chunks, all in ONE ``batch_update_points``
+        request: upsert the new points, then delete the documents' points whose ids are not
+        among them.
+
+        Readers never see a document missing. Local mode applies the request without
         yielding to the event loop, so no reader interleaves; a server applies the operations
         in order, so a concurrent search may at worst see old and new chunks together for a
         moment, never neither. Re-sending identical chunks rewrites the same ids (idempotent).
+        One request for a whole batch matters in local mode, where a delete by filter scans
+        every point: per-document deletes made ingestion quadratic in the corpus size.
         """
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        for c in chunks:
-            if c.doc_id != doc_id:
-                raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, not {doc_id!r}")
-            if _canonical_uuid(c.chunk_id) != c.chunk_id:
-                raise ValueError(f"chunk_id {c.chunk_id!r} is not a canonical UUID string")
-        new_ids = [c.chunk_id for c in chunks]
+        if not documents:
+            return
+        doc_ids, points, new_ids = [], [], []
+        for doc_id, chunks, vectors in documents:
+            if len(chunks) != len(vectors):
+                raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+            for c, v in zip(chunks, vectors):
+                if c.doc_id != doc_id:
+                    raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, not {doc_id!r}")
+                if _canonical_uuid(c.chunk_id) != c.chunk_id:
+                    raise ValueError(f"chunk_id {c.chunk_id!r} is not a canonical UUID string")
+                points.append(qm.PointStruct(id=c.chunk_id, vector={VECTOR_NAME: list(v)},
+                                             payload=_payload(c)))
+                new_ids.append(c.chunk_id)
+            doc_ids.append(doc_id)
         stale = qm.Filter(
-            must=[_doc_condition(doc_id)],
+            must=[_docs_condition(doc_ids)],
             must_not=[qm.HasIdCondition(has_id=new_ids)] if new_ids else None,
         )
         operations: list[Any] = []
-        if chunks:
-            points = [
-                qm.PointStruct(id=c.chunk_id, vector={VECTOR_NAME: list(v)}, payload=_payload(c))
-                for c, v in zip(chunks, vectors)
-            ]
+        if points:
             operations.append(qm.UpsertOperation(upsert=qm.PointsList(points=points)))
         operations.append(qm.DeleteOperation(delete=qm.FilterSelector(filter=stale)))
-        with self._errors("replace_document"):
+        with self._errors("replace_documents"):
             await self.client.batch_update_points(self.collection, operations, wait=True)
 
     async def delete_document(self, doc_id: str) -> int:
@@ -376,6 +403,10 @@ def _chunk_fields(point_id: Any, payload: dict[str, Any] | None) -> dict[str, An
 
 def _doc_condition(doc_id: str) -> qm.FieldCondition:
     return qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))
+
+
+def _docs_condition(doc_ids: list[str]) -> qm.FieldCondition:
+    return qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))
 
 
 def _doc_filter(doc_id: str) -> qm.Filter:

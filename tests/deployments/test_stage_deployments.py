@@ -27,7 +27,8 @@ async def test_retriever_deployment_round_trip_and_mismatch(tmp_path):
     info = EmbedderInfo(model="m", dimension=4, device="cpu", dtype="float32")
     await dep.ensure_collection(info)
     chunk = Chunk(chunk_id="6f1c2c1e-7d1e-5d0e-9a55-6b2f0a3b9a11", doc_id="doc", chunk_index=0, text="hello")
-    await dep.replace_document("doc", [chunk], [[1.0, 0.0, 0.0, 0.0]])
+    await dep.replace_documents([("doc", [chunk], [[1.0, 0.0, 0.0, 0.0]])])
+    assert await dep.chunk_hashes_many(["doc", "none"]) == {"doc": {chunk.chunk_id: ""}, "none": {}}
     hits = await dep.search([1.0, 0.0, 0.0, 0.0], 5)
     assert hits[0].doc_id == "doc" and hits[0].text == "hello"
     assert (await dep.health())["points"] == 1

@@ -53,13 +53,14 @@ class MemoryRetriever:
                 out.append(ScoredChunk(**c.model_dump(), score=0.5, retrieval_score=0.5))
         return out[:top_k]
 
-    async def chunk_hashes(self, doc_id):
-        return {c.chunk_id: c.doc_hash for c in self.docs.get(doc_id, [])}
+    async def chunk_hashes_many(self, doc_ids):
+        return {d: {c.chunk_id: c.doc_hash for c in self.docs.get(d, [])} for d in doc_ids}
 
-    async def replace_document(self, doc_id, chunks, vectors):
-        assert len(chunks) == len(vectors)
+    async def replace_documents(self, documents):
         self.replacements += 1
-        self.docs[doc_id] = list(chunks)
+        for doc_id, chunks, vectors in documents:
+            assert len(chunks) == len(vectors)
+            self.docs[doc_id] = list(chunks)
 
     async def get_document(self, doc_id):
         return self.docs.get(doc_id, [])

@@ -232,3 +232,18 @@ def test_server_error_statuses_map_to_ragserve_errors(status, error):
     with pytest.raises(error):
         with r._errors("search"):
             raise UnexpectedResponse(status, "x", b"", httpx.Headers())
+
+
+async def test_batch_replace_and_state_of_many_documents(retriever):
+    a, va = make_chunks("doc-a", ["alpha one", "alpha two"])
+    b, vb = make_chunks("doc-b", ["beta"])
+    await retriever.replace_documents([("doc-a", a, va), ("doc-b", b, vb)])
+    state = await retriever.chunk_hashes_many(["doc-a", "doc-b", "doc-c"])
+    assert set(state["doc-a"]) == {c.chunk_id for c in a}
+    assert set(state["doc-b"]) == {c.chunk_id for c in b} and state["doc-c"] == {}
+    a2, va2 = make_chunks("doc-a", ["alpha rewritten"])
+    await retriever.replace_documents([("doc-a", a2, va2), ("doc-b", b, vb)])
+    state = await retriever.chunk_hashes_many(["doc-a", "doc-b"])
+    assert set(state["doc-a"]) == {a2[0].chunk_id}  # old chunks of doc-a gone
+    assert set(state["doc-b"]) == {c.chunk_id for c in b}  # doc-b untouched
+    assert await retriever.count() == 2

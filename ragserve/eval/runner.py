@@ -1,0 +1,188 @@
+"""Run a BEIR evaluation through the service's own stage code.
+
+In process (default): the same ``RAGPipeline`` the ingress runs, around in-process backends
+(sentence-transformers embedder, Qdrant local mode in a temp folder, the reranker's scorer).
+Against a running app (``--url``): ``POST /v1/documents`` and ``POST /v1/search`` over HTTP.
+
+Each mode is one ranking the pipeline can produce:
+- ``dense``: the retriever's order (the reranker keeps it);
+- ``rerank``: the configured reranker over the retriever's top candidates (offline: the
+  ``lexical_fusion`` fallback);
+- ``service``: whatever a running app answers (``--url``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+from tqdm import tqdm
+
+from ragserve.config import ChunkingConfig, EmbedderConfig, RerankerConfig, RetrieverConfig
+from ragserve.eval.beir import BeirDataset, evaluate_run
+from ragserve.schemas import IngestRequest, SearchRequest
+
+__all__ = ["EvalSettings", "ModeResult", "run_in_process", "run_over_http"]
+
+DOC_BATCH = 128
+
+
+@dataclass
+class EvalSettings:
+    top_k: int = 100
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    reranker: RerankerConfig = field(default_factory=RerankerConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    concurrency: int = 8
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    metrics: dict[str, float]
+    queries: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "queries": self.queries, "seconds": round(self.seconds, 2),
+                **{k: round(v, 4) for k, v in self.metrics.items()}}
+
+
+def _documents(ds: BeirDataset) -> list[dict]:
+    docs = []
+    for did, d in ds.corpus.items():
+        text = f"{d['title']}\n\n{d['text']}".strip() if d["title"] else d["text"]
+        if text.strip():
+            docs.append({"id": _safe_id(did), "text": text, "content_type": "general",
+                         "metadata": {"beir_id": did}})
+    return docs
+
+
+def _safe_id(did: str) -> str:
+    # BEIR ids are usually plain; prefix keeps them valid document ids whatever they hold.
+    return "beir:" + "".join(c if c.isalnum() or c in "._:-" else "_" for c in did)
+
+
+def _run_from_results(results: list[Any]) -> dict[str, float]:
+    run: dict[str, float] = {}
+    for r in results:
+        did = r["metadata"]["beir_id"] if isinstance(r, dict) else r.metadata["beir_id"]
+        score = r["score"] if isinstance(r, dict) else r.score
+        run[did] = max(run.get(did, float("-inf")), float(score))  # a document = its best chunk
+    return run
+
+
+async def _ask_all(ds: BeirDataset, ask: Callable, concurrency: int, label: str) -> dict:
+    sem = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(ds.queries), desc=label, unit="q", leave=False)
+
+    async def one(qid: str, text: str):
+        async with sem:
+            res = await ask(text)
+            bar.update(1)
+            return qid, _run_from_results(res)
+
+    pairs = await asyncio.gather(*(one(q, t) for q, t in ds.queries.items()))
+    bar.close()
+    return dict(pairs)
+
+
+async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[str]) -> tuple[list[ModeResult], dict]:
+    from ragserve.embedding import SentenceTransformerEmbedder
+    from ragserve.ingest.chunking import TokenChunker
+    from ragserve.pipeline import PipelineSettings, RAGPipeline
+    from ragserve.reranking.factory import load_scorer
+    from ragserve.reranking.lexical import RetrievalOrderScorer
+    from ragserve.reranking.local import ScorerReranker
+    from ragserve.retrieval.qdrant import QdrantRetriever
+
+    backend = SentenceTransformerEmbedder(settings.embedder)
+    await asyncio.to_thread(backend.warm_up)
+    embedder = _AsyncEmbedder(backend)
+    with tempfile.TemporaryDirectory(prefix="ragserve-eval-") as tmp:
+        retriever = QdrantRetriever(RetrieverConfig(path=str(Path(tmp) / "qdrant"), collection="eval"))
+        await retriever.warm_up()
+        rerankers = {"dense": ScorerReranker(RetrievalOrderScorer())}
+        if "rerank" in modes:
+            scorer, reason = load_scorer(settings.reranker)
+            rerankers["rerank"] = ScorerReranker(scorer, reason)
+        pipes = {
+            mode: RAGPipeline(embedder=embedder, retriever=retriever, reranker=rerankers[mode],
+                              generator=None, chunker=TokenChunker(settings.chunking),
+                              settings=PipelineSettings(stage_timeout_s=600,
+                                                        max_query_chars=100_000,
+                                                        embed_batch_size=64))
+            for mode in modes
+        }
+        first = next(iter(pipes.values()))
+        await first.startup()
+        info = {"embedder": settings.embedder.model, "documents": 0, "chunks": 0}
+        t = time.perf_counter()
+        docs = _documents(ds)
+        for i in tqdm(range(0, len(docs), DOC_BATCH), desc="ingest", unit="batch", leave=False):
+            res = await first.ingest(IngestRequest.model_validate({"documents": docs[i:i + DOC_BATCH]}))
+            info["chunks"] += sum(d.chunks for d in res.documents)
+        info["documents"] = len(docs)
+        info["ingest_s"] = round(time.perf_counter() - t, 1)
+        results = []
+        for mode, pipe in pipes.items():
+            if mode != "dense":
+                await pipe.startup()
+            t = time.perf_counter()
+
+            async def ask(text, pipe=pipe):
+                req = SearchRequest(query=text, top_k=settings.top_k, rerank_top_n=settings.top_k)
+                return (await pipe.search(req)).results
+
+            run = await _ask_all(ds, ask, settings.concurrency, mode)
+            backend_name = getattr(rerankers[mode].scorer, "name", mode)
+            results.append(ModeResult(f"{mode} ({backend_name})" if mode == "rerank" else mode,
+                                      evaluate_run(ds.qrels, run), len(ds.queries),
+                                      time.perf_counter() - t))
+        await retriever.aclose()
+    return results, info
+
+
+async def run_over_http(ds: BeirDataset, url: str, settings: EvalSettings, *, ingest: bool = True,
+                        headers: dict | None = None) -> tuple[list[ModeResult], dict]:
+    async with httpx.AsyncClient(base_url=url, timeout=300, headers=headers) as client:
+        info: dict[str, Any] = {"url": url}
+        if ingest:
+            t = time.perf_counter()
+            docs = _documents(ds)
+            for i in tqdm(range(0, len(docs), DOC_BATCH), desc="ingest", unit="batch", leave=False):
+                r = await client.post("/v1/documents", json={"documents": docs[i:i + DOC_BATCH]})
+                r.raise_for_status()
+            info.update(documents=len(docs), ingest_s=round(time.perf_counter() - t, 1))
+
+        async def ask(text):
+            r = await client.post("/v1/search", json={"query": text[:4000], "top_k": settings.top_k,
+                                                      "rerank_top_n": settings.top_k})
+            r.raise_for_status()
+            return r.json()["results"]
+
+        t = time.perf_counter()
+        run = await _ask_all(ds, ask, settings.concurrency, "service")
+        return [ModeResult("service", evaluate_run(ds.qrels, run), len(ds.queries),
+                           time.perf_counter() - t)], info
+
+
+class _AsyncEmbedder:
+    """The Embedder protocol around an in-process backend."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    async def embed(self, texts, kind="passage"):
+        return await self.backend.embed(texts, kind)
+
+    async def info(self):
+        return self.backend.info()
+
+    async def health(self):
+        return self.backend.health()
