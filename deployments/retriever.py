@@ -18,8 +18,9 @@ class RetrieverDeployment:
     async def ensure_collection(self, embedder: EmbedderInfo) -> None:
         await self.backend.ensure_collection(embedder)
 
-    async def search(self, vector: list[float], top_k: int, filters: Filters | None = None) -> list[ScoredChunk]:
-        return await self.backend.search(vector, top_k, filters)
+    async def search(self, vector: list[float], top_k: int, filters: Filters | None = None, *,
+                     query_text: str | None = None, mode: str | None = None) -> list[ScoredChunk]:
+        return await self.backend.search(vector, top_k, filters, query_text=query_text, mode=mode)
 
     async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
         return await self.backend.chunk_hashes_many(doc_ids)

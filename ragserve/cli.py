@@ -201,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(ev, suppress=True)
     ev.add_argument("dataset", type=Path, help="folder with corpus.jsonl, queries.jsonl, qrels/")
     ev.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
-    ev.add_argument("--modes", default="dense,rerank",
-                    help="in-process rankings to measure, comma-separated: dense, rerank")
+    ev.add_argument("--modes", default="dense,sparse,hybrid,dense+rerank,hybrid+rerank",
+                    help="in-process rankings, comma-separated: dense|sparse|hybrid[+rerank]")
+    ev.add_argument("--fusion-weights", default=None,
+                    help="lexical_fusion weights to compare, e.g. 0.3,0.5,0.7 (tune on train)")
     ev.add_argument("--model", default=None, help="embedder model name or path (in-process)")
     ev.add_argument("--max-queries", type=_positive_int, default=None, help="first N query ids")
     ev.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query")
@@ -292,19 +294,28 @@ def _cmd_eval(args: argparse.Namespace, url: str, api_key: str | None) -> int:
             run_over_http(ds, url, settings, ingest=not args.no_ingest, headers=headers)
         )
     else:
+        from ragserve.eval.runner import parse_mode
+
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        unknown = set(modes) - {"dense", "rerank"}
-        if unknown or not modes:
-            _eprint(f"error: unknown modes {sorted(unknown)}; choose from dense, rerank")
+        try:
+            for m in modes:
+                parse_mode(m)
+            if args.fusion_weights:
+                settings.fusion_weights = [float(w) for w in args.fusion_weights.split(",")]
+        except ValueError as exc:
+            _eprint(f"error: {exc}")
+            return EXIT_ERROR
+        if not modes:
+            _eprint("error: no modes given")
             return EXIT_ERROR
         results, info = asyncio.run(run_in_process(ds, settings, modes))
     print("  ".join(f"{k}={v}" for k, v in info.items()))
-    header = f"{'mode':32} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'q/s':>7}"
+    header = f"{'mode':40} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8} {'q/s':>7}"
     print(header)
     print("-" * len(header))
     for r in results:
         m = r.metrics
-        print(f"{r.mode:32} {m['ndcg@10']:8.4f} {m['recall@10']:8.4f} {m['recall@100']:8.4f} "
+        print(f"{r.mode:40} {m['ndcg@10']:8.4f} {m['recall@10']:8.4f} {m['recall@100']:8.4f} "
               f"{m['mrr@10']:8.4f} {r.queries / max(r.seconds, 1e-9):7.1f}")
     if args.json:
         args.json.write_text(json.dumps({"dataset": ds.name, "split": args.split, **info,

@@ -14,6 +14,8 @@ from ragserve.schemas import ContentType
 
 __all__ = [
     "StrictModel",
+    "LexicalConfig",
+    "RetrievalMode",
     "BatchingConfig",
     "EmbedderConfig",
     "RetrieverConfig",
@@ -68,6 +70,17 @@ class EmbedderConfig(StrictModel):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
 
+class LexicalConfig(StrictModel):
+    """BM25 term weights of the sparse (lexical) vectors; Qdrant supplies the IDF."""
+
+    k1: float = Field(default=0.9, ge=0, description="BM25 term-frequency saturation.")
+    b: float = Field(default=0.4, ge=0, le=1, description="BM25 length normalisation.")
+    avg_len: float = Field(default=200.0, gt=0, description="Typical chunk length in terms.")
+
+
+RetrievalMode = Literal["dense", "sparse", "hybrid"]
+
+
 class RetrieverConfig(StrictModel):
     collection: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     path: str | None = Field(
@@ -82,6 +95,17 @@ class RetrieverConfig(StrictModel):
         description="Metadata fields that get a payload index (keyword).",
     )
     hnsw_ef: int | None = Field(default=None, ge=4, description="Search-time ef (server mode).")
+    default_mode: RetrievalMode = Field(
+        default="hybrid",
+        description="dense (embeddings), sparse (BM25 terms) or hybrid (both, fused by Qdrant).",
+    )
+    fusion: Literal["rrf", "dbsf"] = Field(
+        default="rrf", description="Hybrid fusion: reciprocal rank or distribution-based score."
+    )
+    prefetch_factor: int = Field(
+        default=2, ge=1, le=10, description="Hybrid: each side prefetches factor × top_k."
+    )
+    lexical: LexicalConfig = Field(default_factory=LexicalConfig)
 
     @property
     def local(self) -> bool:

@@ -175,7 +175,8 @@ class RAGPipeline:
 
         t = time.perf_counter()
         candidates = await self._call(
-            "retriever", self.retriever.search(vectors[0], req.top_k, req.filters)
+            "retriever",
+            self.retriever.search(vectors[0], req.top_k, req.filters, query_text=query, mode=req.mode),
         )
         timings.retrieve_ms = clock.ms(t)
         backends.retriever = self.retriever_name

@@ -188,6 +188,11 @@ class SearchRequest(_Strict):
         default=None,
         description="Metadata filters: field -> value (exact match) or list of values (any of).",
     )
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        default=None,
+        description="Retrieval: dense embeddings, sparse BM25 terms, or both fused (default: "
+        "the service's configured mode).",
+    )
 
     @field_validator("query")
     @classmethod

@@ -4,11 +4,11 @@ In process (default): the same ``RAGPipeline`` the ingress runs, around in-proce
 (sentence-transformers embedder, Qdrant local mode in a temp folder, the reranker's scorer).
 Against a running app (``--url``): ``POST /v1/documents`` and ``POST /v1/search`` over HTTP.
 
-Each mode is one ranking the pipeline can produce:
-- ``dense``: the retriever's order (the reranker keeps it);
-- ``rerank``: the configured reranker over the retriever's top candidates (offline: the
-  ``lexical_fusion`` fallback);
-- ``service``: whatever a running app answers (``--url``).
+Each mode is one ranking the pipeline can produce, ``RETRIEVAL[+rerank]``:
+- ``dense``, ``sparse``, ``hybrid``: the retriever's order in that retrieval mode;
+- ``...+rerank``: the configured reranker over those candidates (offline: the
+  ``lexical_fusion`` fallback; ``EvalSettings.fusion_weights`` evaluates several weights);
+- ``service``: whatever a running app answers (``--service``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ class EvalSettings:
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     concurrency: int = 8
+    fusion_weights: list[float] | None = None  # lexical_fusion weights to compare
+
+
+RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
+
+
+def parse_mode(mode: str) -> tuple[str, bool]:
+    retrieval, _, rerank = mode.partition("+")
+    if retrieval not in RETRIEVAL_MODES or rerank not in ("", "rerank"):
+        raise ValueError(f"unknown mode {mode!r}: use dense|sparse|hybrid, optionally +rerank")
+    return retrieval, bool(rerank)
 
 
 @dataclass
@@ -107,19 +118,26 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
     with tempfile.TemporaryDirectory(prefix="ragserve-eval-") as tmp:
         retriever = QdrantRetriever(RetrieverConfig(path=str(Path(tmp) / "qdrant"), collection="eval"))
         await retriever.warm_up()
-        rerankers = {"dense": ScorerReranker(RetrievalOrderScorer())}
-        if "rerank" in modes:
-            scorer, reason = load_scorer(settings.reranker)
-            rerankers["rerank"] = ScorerReranker(scorer, reason)
-        pipes = {
-            mode: RAGPipeline(embedder=embedder, retriever=retriever, reranker=rerankers[mode],
-                              generator=None, chunker=TokenChunker(settings.chunking),
-                              settings=PipelineSettings(stage_timeout_s=600,
-                                                        max_query_chars=100_000,
-                                                        embed_batch_size=64))
-            for mode in modes
-        }
-        first = next(iter(pipes.values()))
+        parsed = [parse_mode(m) for m in modes]
+        rerankers: dict[str, ScorerReranker] = {"none": ScorerReranker(RetrievalOrderScorer())}
+        if any(r for _, r in parsed):
+            weights = settings.fusion_weights or [settings.reranker.fusion_weight]
+            for w in weights:
+                cfg = settings.reranker.model_copy(update={"fusion_weight": w})
+                scorer, reason = load_scorer(cfg)
+                label = scorer.name if len(weights) == 1 else f"{scorer.name}@{w:g}"
+                rerankers[label] = ScorerReranker(scorer, reason)
+                if reason is None:  # a cross-encoder loaded: the weight does not apply
+                    break
+        chunker = TokenChunker(settings.chunking)
+        pipeline_settings = PipelineSettings(stage_timeout_s=600, max_query_chars=100_000,
+                                             embed_batch_size=64)
+
+        def pipeline(reranker):
+            return RAGPipeline(embedder=embedder, retriever=retriever, reranker=reranker,
+                               generator=None, chunker=chunker, settings=pipeline_settings)
+
+        first = pipeline(rerankers["none"])
         await first.startup()
         info = {"embedder": settings.embedder.model, "documents": 0, "chunks": 0}
         t = time.perf_counter()
@@ -130,20 +148,22 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
         info["documents"] = len(docs)
         info["ingest_s"] = round(time.perf_counter() - t, 1)
         results = []
-        for mode, pipe in pipes.items():
-            if mode != "dense":
+        for retrieval, rerank in parsed:
+            labels = [k for k in rerankers if k != "none"] if rerank else ["none"]
+            for label in labels:
+                pipe = pipeline(rerankers[label])
                 await pipe.startup()
-            t = time.perf_counter()
+                t = time.perf_counter()
 
-            async def ask(text, pipe=pipe):
-                req = SearchRequest(query=text, top_k=settings.top_k, rerank_top_n=settings.top_k)
-                return (await pipe.search(req)).results
+                async def ask(text, pipe=pipe, retrieval=retrieval):
+                    req = SearchRequest(query=text, top_k=settings.top_k,
+                                        rerank_top_n=settings.top_k, mode=retrieval)
+                    return (await pipe.search(req)).results
 
-            run = await _ask_all(ds, ask, settings.concurrency, mode)
-            backend_name = getattr(rerankers[mode].scorer, "name", mode)
-            results.append(ModeResult(f"{mode} ({backend_name})" if mode == "rerank" else mode,
-                                      evaluate_run(ds.qrels, run), len(ds.queries),
-                                      time.perf_counter() - t))
+                name = retrieval if label == "none" else f"{retrieval}+rerank ({label})"
+                run = await _ask_all(ds, ask, settings.concurrency, name)
+                results.append(ModeResult(name, evaluate_run(ds.qrels, run), len(ds.queries),
+                                          time.perf_counter() - t))
         await retriever.aclose()
     return results, info
 

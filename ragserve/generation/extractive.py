@@ -8,7 +8,7 @@ from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
 from ragserve.generation.prompt import PromptPlan, plan_prompt
-from ragserve.reranking.lexical import tokenize
+from ragserve.reranking.lexical import stem, tokenize
 from ragserve.schemas import GenerationRequest, GenerationResult
 from ragserve.tokens import count_tokens, get_encoding
 
@@ -24,16 +24,8 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
-def _stem(term: str) -> str:
-    """Strip a few English inflections so "erupted" meets "erupt" (no dictionary needed)."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if term.endswith(suffix) and len(term) - len(suffix) >= 3:
-            return term[: -len(suffix)]
-    return term
-
-
 def _terms(text: str) -> set[str]:
-    return {_stem(t) for t in tokenize(text)}
+    return {stem(t) for t in tokenize(text)}
 
 
 def _render(groups: list[tuple[int, list[str]]]) -> str:

@@ -25,6 +25,14 @@ def tokenize(text: str) -> list[str]:
     return [t for t in _WORD.findall(text.lower()) if t not in _STOPWORDS]
 
 
+def stem(term: str) -> str:
+    """Strip a few English inflections so "erupted" meets "erupt" (no dictionary needed)."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if term.endswith(suffix) and len(term) - len(suffix) >= 3:
+            return term[: -len(suffix)]
+    return term
+
+
 def bm25_scores(query: str, passages: list[str], k1: float = K1, b: float = B) -> list[float]:
     """BM25 of ``query`` against each passage, with IDF computed over these passages only."""
     docs = [Counter(tokenize(p)) for p in passages]

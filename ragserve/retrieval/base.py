@@ -19,8 +19,15 @@ class Retriever(Protocol):
         """
 
     async def search(
-        self, vector: list[float], top_k: int, filters: Filters | None = None
-    ) -> list[ScoredChunk]: ...
+        self,
+        vector: list[float],
+        top_k: int,
+        filters: Filters | None = None,
+        *,
+        query_text: str | None = None,
+        mode: str | None = None,
+    ) -> list[ScoredChunk]:
+        """Top-k chunks by ``mode`` (dense / sparse / hybrid; None: the configured default)."""
 
     async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
         """doc id -> {chunk id -> document hash} of the stored chunks (empty dict if none).

@@ -23,13 +23,14 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from ragserve.config import RetrieverConfig
+from ragserve.config import RetrievalMode, RetrieverConfig
 from ragserve.errors import (
     ConfigurationError,
     RagServeError,
     StageTimeoutError,
     StageUnavailableError,
 )
+from ragserve.retrieval.sparse import LexicalEncoder
 from ragserve.schemas import Chunk, EmbedderInfo, Filters, ScoredChunk
 
 __all__ = ["QdrantRetriever", "VECTOR_NAME", "SCHEMA_VERSION"]
@@ -37,7 +38,8 @@ __all__ = ["QdrantRetriever", "VECTOR_NAME", "SCHEMA_VERSION"]
 log = logging.getLogger("ragserve.retriever")
 
 VECTOR_NAME = "dense"
-SCHEMA_VERSION = 1
+SPARSE_NAME = "lexical"
+SCHEMA_VERSION = 2  # 2: a sparse "lexical" vector beside the dense one
 _PAGE = 256
 
 
@@ -53,7 +55,9 @@ class QdrantRetriever:
 
     def __init__(self, config: RetrieverConfig) -> None:
         self.config = config
+        self.encoder = LexicalEncoder(config.lexical)
         self._client: AsyncQdrantClient | None = None
+        self._has_sparse = True  # set from the collection by ensure_collection
 
     @property
     def name(self) -> str:
@@ -117,6 +121,9 @@ class QdrantRetriever:
                                 size=embedder.dimension, distance=qm.Distance.COSINE
                             )
                         },
+                        sparse_vectors_config={
+                            SPARSE_NAME: qm.SparseVectorParams(modifier=qm.Modifier.IDF)
+                        },
                         metadata={
                             "embedder_model": embedder.model,
                             "dimension": embedder.dimension,
@@ -132,6 +139,12 @@ class QdrantRetriever:
                         raise
             await self._check_collection(embedder)
             await self._ensure_indexes()
+            info = await self.client.get_collection(self.collection)
+            self._has_sparse = SPARSE_NAME in (info.config.params.sparse_vectors or {})
+            if not self._has_sparse:
+                log.warning("collection %r has no lexical vectors (built before hybrid search): "
+                            "sparse and hybrid queries use dense retrieval until it is re-indexed",
+                            self.collection)
 
     async def _check_collection(self, embedder: EmbedderInfo) -> None:
         info = await self.client.get_collection(self.collection)
@@ -179,21 +192,53 @@ class QdrantRetriever:
     # ------------------------------------------------------------------ reads
 
     async def search(
-        self, vector: list[float], top_k: int, filters: Filters | None = None
+        self,
+        vector: list[float],
+        top_k: int,
+        filters: Filters | None = None,
+        *,
+        query_text: str | None = None,
+        mode: RetrievalMode | None = None,
     ) -> list[ScoredChunk]:
+        """Top-k chunks. ``dense`` ranks by cosine; ``sparse`` by BM25 over ``query_text``;
+        ``hybrid`` prefetches both and fuses them in Qdrant (``config.fusion``). Without
+        ``query_text`` or lexical vectors in the collection, every mode is dense."""
+        mode = mode or self.config.default_mode
+        if not query_text or not self._has_sparse:
+            mode = "dense"
         search_params = None
         if self.config.hnsw_ef and not self.config.local:
             search_params = qm.SearchParams(hnsw_ef=self.config.hnsw_ef)
+        query_filter = _metadata_filter(filters)
+        kwargs: dict[str, Any] = {}
+        if mode == "dense":
+            kwargs = {"query": vector, "using": VECTOR_NAME}
+        else:
+            indices, values = self.encoder.query(query_text or "")
+            sparse = qm.SparseVector(indices=indices, values=values)
+            if mode == "sparse":
+                kwargs = {"query": sparse, "using": SPARSE_NAME}
+            else:
+                depth = top_k * self.config.prefetch_factor
+                fusion = qm.Fusion.RRF if self.config.fusion == "rrf" else qm.Fusion.DBSF
+                kwargs = {
+                    "prefetch": [
+                        qm.Prefetch(query=vector, using=VECTOR_NAME, limit=depth,
+                                    filter=query_filter, params=search_params),
+                        qm.Prefetch(query=sparse, using=SPARSE_NAME, limit=depth,
+                                    filter=query_filter),
+                    ],
+                    "query": qm.FusionQuery(fusion=fusion),
+                }
         with self._errors("search"):
             result = await self.client.query_points(
                 self.collection,
-                query=vector,
-                using=VECTOR_NAME,
                 limit=top_k,
-                query_filter=_metadata_filter(filters),
-                search_params=search_params,
+                query_filter=query_filter,
+                search_params=search_params if mode == "dense" else None,
                 with_payload=True,
                 with_vectors=False,
+                **kwargs,
             )
         return [
             ScoredChunk(**_chunk_fields(p.id, p.payload), score=p.score, retrieval_score=p.score)
@@ -288,8 +333,12 @@ class QdrantRetriever:
                     raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, not {doc_id!r}")
                 if _canonical_uuid(c.chunk_id) != c.chunk_id:
                     raise ValueError(f"chunk_id {c.chunk_id!r} is not a canonical UUID string")
-                points.append(qm.PointStruct(id=c.chunk_id, vector={VECTOR_NAME: list(v)},
-                                             payload=_payload(c)))
+                vector: dict[str, Any] = {VECTOR_NAME: list(v)}
+                if self._has_sparse:
+                    idx, val = self.encoder.document(c.text)
+                    if idx:
+                        vector[SPARSE_NAME] = qm.SparseVector(indices=idx, values=val)
+                points.append(qm.PointStruct(id=c.chunk_id, vector=vector, payload=_payload(c)))
                 new_ids.append(c.chunk_id)
             doc_ids.append(doc_id)
         stale = qm.Filter(

@@ -61,10 +61,14 @@ def test_metrics_follow_trec_eval_definitions():
 @pytest.mark.slow
 def test_cli_eval_in_process_end_to_end(beir_dir, tmp_path, capsys):
     out = tmp_path / "figures.json"
-    assert cli(["eval", str(beir_dir), "--modes", "dense,rerank", "--json", str(out)]) == 0
+    assert cli(["eval", str(beir_dir), "--modes", "dense,sparse,hybrid+rerank",
+                "--fusion-weights", "0.3,0.7", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["documents"] == 5 and figures["chunks"] == 5
-    modes = {r["mode"].split()[0]: r for r in figures["results"]}
-    assert set(modes) == {"dense", "rerank"}
+    modes = {r["mode"]: r for r in figures["results"]}
+    assert set(modes) == {"dense", "sparse", "hybrid+rerank (lexical_fusion@0.3)",
+                          "hybrid+rerank (lexical_fusion@0.7)"}
     assert modes["dense"]["ndcg@10"] > 0.9 and modes["dense"]["recall@10"] == 1.0
+    assert modes["sparse"]["recall@10"] == 1.0  # every query shares a word with its document
+    assert cli(["eval", str(beir_dir), "--modes", "fancy"]) == 2
     assert "nDCG@10" in capsys.readouterr().out

@@ -46,7 +46,7 @@ class MemoryRetriever:
     async def health(self):
         return {"backend": "memory"}
 
-    async def search(self, vector, top_k, filters=None):
+    async def search(self, vector, top_k, filters=None, *, query_text=None, mode=None):
         out = []
         for chunks in self.docs.values():
             for c in chunks:

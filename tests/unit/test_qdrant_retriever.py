@@ -62,7 +62,7 @@ async def test_collection_metadata_and_reopen_checks(tmp_path):
     await r.ensure_collection(INFO)
     info = await r.client.get_collection("c")
     assert info.config.metadata == {
-        "embedder_model": "test-embedder", "dimension": DIM, "schema": 1
+        "embedder_model": "test-embedder", "dimension": DIM, "schema": 2
     }
     assert info.config.params.vectors["dense"].size == DIM
     await r.aclose()
@@ -247,3 +247,21 @@ async def test_batch_replace_and_state_of_many_documents(retriever):
     assert set(state["doc-a"]) == {a2[0].chunk_id}  # old chunks of doc-a gone
     assert set(state["doc-b"]) == {c.chunk_id for c in b}  # doc-b untouched
     assert await retriever.count() == 2
+
+
+async def test_sparse_and_hybrid_modes_rank_by_terms(retriever):
+    # Dense vectors point the wrong way on purpose: only the lexical side can find "quokka".
+    a, _ = make_chunks("doc-a", ["The quokka is a small marsupial found on Rottnest Island."])
+    b, _ = make_chunks("doc-b", ["Kangaroos are large marsupials."])
+    c, _ = make_chunks("doc-c", ["Unrelated text about databases."])
+    q = unit(np.ones(DIM))
+    far = [unit(-np.ones(DIM))]
+    near = [unit(np.ones(DIM) + 0.01)]
+    await retriever.replace_documents([("doc-a", a, far), ("doc-b", b, near), ("doc-c", c, near)])
+    dense = await retriever.search(q, 3, query_text="quokka island", mode="dense")
+    assert dense[-1].doc_id == "doc-a"
+    sparse = await retriever.search(q, 3, query_text="quokka island", mode="sparse")
+    assert [h.doc_id for h in sparse] == ["doc-a"]  # only documents sharing a term
+    hybrid = await retriever.search(q, 3, query_text="quokka island", mode="hybrid")
+    assert hybrid[0].doc_id == "doc-a" and {h.doc_id for h in hybrid} == {"doc-a", "doc-b", "doc-c"}
+    assert (await retriever.search(q, 3, mode="sparse"))[0].doc_id in {"doc-b", "doc-c"}  # no text: dense
