@@ -120,8 +120,13 @@ class RerankerConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_length: int = Field(default=512, ge=16, le=4096, description="Tokens per (query, passage).")
     fallback: Literal["lexical_fusion", "retrieval"] = Field(
-        default="lexical_fusion",
-        description="Scorer used when the cross-encoder cannot be loaded.",
+        default="retrieval",
+        description=(
+            "Scorer used when the cross-encoder cannot be loaded. 'retrieval' keeps the "
+            "retriever's order: over hybrid retrieval (the default) nothing weight-free measured "
+            "better on SciFact train. 'lexical_fusion' fuses BM25 over the candidates with the "
+            "retriever's score: it helps dense-only retrieval (+0.05 nDCG@10 on SciFact train)."
+        ),
     )
     fusion_weight: float = Field(
         default=0.5, ge=0.0, le=1.0,

@@ -57,7 +57,7 @@ def test_reranker_deployment_falls_back_and_says_so(serve_instance):
     dep = serve.deployment(RerankerDeployment, name="Reranker").options(
         max_ongoing_requests=16, ray_actor_options={"num_cpus": 0.25}
     )
-    handle = serve.run(dep.bind(RerankerConfig(model="no/such-cross-encoder")),
+    handle = serve.run(dep.bind(RerankerConfig(model="no/such-cross-encoder", fallback="lexical_fusion")),
                        name="reranker-test", route_prefix=None)
     try:
         chunks = [_chunk(1, "bananas are yellow fruit", 0.5),

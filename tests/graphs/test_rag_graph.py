@@ -41,7 +41,7 @@ def test_search_ranks_the_right_document_first(rag, question, doc_id):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["results"][0]["doc_id"] == doc_id
-    assert body["backends"]["reranker"] == "lexical_fusion"  # no cross-encoder offline
+    assert body["backends"]["reranker"] == "retrieval"  # no cross-encoder offline
     assert body["backends"]["retriever"] == "qdrant-local"
     assert body["timings"]["embed_ms"] > 0 and body["timings"]["retrieve_ms"] > 0
 
@@ -166,7 +166,7 @@ def test_health_readiness_and_openapi(rag):
     assert ready.status_code == 200
     stages = ready.json()["stages"]
     assert set(stages) == {"embedder", "retriever", "reranker", "generator"}
-    assert stages["reranker"]["backend"] == "lexical_fusion" and stages["reranker"]["fallback_reason"]
+    assert stages["reranker"]["backend"] == "retrieval" and stages["reranker"]["fallback_reason"]
     assert stages["embedder"]["dimension"] == 384
     spec = client.get("/openapi.json").json()
     assert {"/v1/query", "/v1/search", "/v1/documents"} <= set(spec["paths"])

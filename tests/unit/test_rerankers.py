@@ -84,7 +84,9 @@ def test_cross_encoder_loads_and_scores(tiny_cross_encoder, caplog):
 def test_bad_model_falls_back_with_one_warning(tmp_path, caplog):
     missing = str(tmp_path / "no-such-model")
     with caplog.at_level(logging.WARNING, logger="ragserve.reranker"):
-        scorer, reason = load_scorer(RerankerConfig(model=missing, device="cpu"))
+        scorer, reason = load_scorer(
+            RerankerConfig(model=missing, device="cpu", fallback="lexical_fusion")
+        )
     assert isinstance(scorer, LexicalFusionScorer)
     assert reason and missing in reason
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -97,7 +99,9 @@ def test_bad_model_falls_back_with_one_warning(tmp_path, caplog):
 
 def test_no_model_configured_uses_fallback_without_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="ragserve.reranker"):
-        scorer, reason = load_scorer(RerankerConfig(model=None, fusion_weight=0.3))
+        scorer, reason = load_scorer(
+            RerankerConfig(model=None, fusion_weight=0.3, fallback="lexical_fusion")
+        )
     assert isinstance(scorer, LexicalFusionScorer) and scorer.weight == 0.3
     assert reason == "no cross-encoder configured"
     assert not caplog.records
