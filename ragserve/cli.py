@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--modes", default="dense,sparse,hybrid,dense+rerank,hybrid+rerank",
                     help="in-process rankings, comma-separated: dense|sparse|hybrid[+rerank]")
     ev.add_argument("--fusion-weights", default=None,
-                    help="lexical_fusion weights to compare, e.g. 0.3,0.5,0.7 (tune on train)")
+                    help="compare the lexical_fusion fallback at these weights, e.g. 0.3,0.5,0.7 "
+                    "(tune on train)")
     ev.add_argument("--model", default=None, help="embedder model name or path (in-process)")
     ev.add_argument("--max-queries", type=_positive_int, default=None, help="first N query ids")
     ev.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query")

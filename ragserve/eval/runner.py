@@ -123,7 +123,10 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
         if any(r for _, r in parsed):
             weights = settings.fusion_weights or [settings.reranker.fusion_weight]
             for w in weights:
-                cfg = settings.reranker.model_copy(update={"fusion_weight": w})
+                update: dict[str, Any] = {"fusion_weight": w}
+                if settings.fusion_weights:  # weights to compare imply the lexical fallback
+                    update["fallback"] = "lexical_fusion"
+                cfg = settings.reranker.model_copy(update=update)
                 scorer, reason = load_scorer(cfg)
                 label = scorer.name if len(weights) == 1 else f"{scorer.name}@{w:g}"
                 rerankers[label] = ScorerReranker(scorer, reason)
