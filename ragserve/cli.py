@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fusion-weights", default=None,
                     help="compare the lexical_fusion fallback at these weights, e.g. 0.3,0.5,0.7 "
                     "(tune on train)")
+    ev.add_argument("--fusions", default=None,
+                    help="hybrid fusions to compare on one index, e.g. rrf,dbsf")
     ev.add_argument("--model", default=None, help="embedder model name or path (in-process)")
     ev.add_argument("--max-queries", type=_positive_int, default=None, help="first N query ids")
     ev.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query")
@@ -303,6 +305,10 @@ def _cmd_eval(args: argparse.Namespace, url: str, api_key: str | None) -> int:
                 parse_mode(m)
             if args.fusion_weights:
                 settings.fusion_weights = [float(w) for w in args.fusion_weights.split(",")]
+            if args.fusions:
+                settings.fusions = [f.strip() for f in args.fusions.split(",")]
+                if not set(settings.fusions) <= {"rrf", "dbsf"}:
+                    raise ValueError("fusions are rrf and dbsf")
         except ValueError as exc:
             _eprint(f"error: {exc}")
             return EXIT_ERROR

@@ -40,6 +40,7 @@ class EvalSettings:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     concurrency: int = 8
     fusion_weights: list[float] | None = None  # lexical_fusion weights to compare
+    fusions: list[str] | None = None  # hybrid fusions to compare: rrf, dbsf
 
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
@@ -151,7 +152,12 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
         info["documents"] = len(docs)
         info["ingest_s"] = round(time.perf_counter() - t, 1)
         results = []
-        for retrieval, rerank in parsed:
+        base_config = retriever.config
+        runs = [(r, rr, f) for r, rr in parsed
+                for f in ((settings.fusions or [base_config.fusion]) if r == "hybrid" else [None])]
+        for retrieval, rerank, fusion in runs:
+            if fusion is not None:  # fusion is read at search time: one index serves all
+                retriever.config = base_config.model_copy(update={"fusion": fusion})
             labels = [k for k in rerankers if k != "none"] if rerank else ["none"]
             for label in labels:
                 pipe = pipeline(rerankers[label])
@@ -163,7 +169,8 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
                                         rerank_top_n=settings.top_k, mode=retrieval)
                     return (await pipe.search(req)).results
 
-                name = retrieval if label == "none" else f"{retrieval}+rerank ({label})"
+                name = retrieval if fusion is None or not settings.fusions else f"{retrieval}/{fusion}"
+                name = name if label == "none" else f"{name}+rerank ({label})"
                 run = await _ask_all(ds, ask, settings.concurrency, name)
                 results.append(ModeResult(name, evaluate_run(ds.qrels, run), len(ds.queries),
                                           time.perf_counter() - t))

@@ -72,3 +72,14 @@ def test_cli_eval_in_process_end_to_end(beir_dir, tmp_path, capsys):
     assert modes["sparse"]["recall@10"] == 1.0  # every query shares a word with its document
     assert cli(["eval", str(beir_dir), "--modes", "fancy"]) == 2
     assert "nDCG@10" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_eval_compares_hybrid_fusions_on_one_index(beir_dir, tmp_path):
+    out = tmp_path / "fusions.json"
+    assert cli(["eval", str(beir_dir), "--modes", "hybrid", "--fusions", "rrf,dbsf",
+                "--json", str(out)]) == 0
+    results = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"hybrid/rrf", "hybrid/dbsf"}
+    assert all(r["recall@10"] == 1.0 for r in results.values())
+    assert cli(["eval", str(beir_dir), "--modes", "hybrid", "--fusions", "sum"]) == 2
