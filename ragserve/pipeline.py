@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 from ragserve.errors import (
     InvalidRequestError,
@@ -29,7 +29,6 @@ from ragserve.errors import (
 )
 from ragserve.ingest.chunking import TokenChunker, chunk_document
 from ragserve.schemas import (
-    Chunk,
     Citation,
     DeleteResponse,
     DocumentChunks,

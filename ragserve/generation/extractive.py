@@ -7,10 +7,10 @@ import re
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
-from ragserve.generation.prompt import PromptPlan, plan_prompt
+from ragserve.generation.prompt import PromptPlan, TiktokenBudgeting
 from ragserve.reranking.lexical import stem, tokenize
 from ragserve.schemas import GenerationRequest, GenerationResult
-from ragserve.tokens import count_tokens, get_encoding
+from ragserve.tokens import get_encoding
 
 __all__ = ["ExtractiveGenerator", "NO_PASSAGES_ANSWER"]
 
@@ -32,7 +32,7 @@ def _render(groups: list[tuple[int, list[str]]]) -> str:
     return " ".join(f"{' '.join(sentences)} [{n}]" for n, sentences in groups)
 
 
-class ExtractiveGenerator:
+class ExtractiveGenerator(TiktokenBudgeting):
     """Answers with the passage sentences that share the most (IDF-weighted) terms with the
     query, each followed by its passage's ``[n]``.
 
@@ -53,15 +53,6 @@ class ExtractiveGenerator:
             raise TypeError("ExtractiveGenerator needs an ExtractiveGeneratorConfig backend")
         self.config = config
         self.backend_config: ExtractiveGeneratorConfig = config.backend
-
-    def warm_up(self) -> None:
-        get_encoding(self.config.token_encoding)
-
-    def count_tokens(self, text: str) -> int:
-        return count_tokens(text, self.config.token_encoding)
-
-    def plan(self, request: GenerationRequest) -> PromptPlan:
-        return plan_prompt(request, self.config, self.count_tokens)
 
     def health(self) -> dict:
         return {"model": None, "device": "cpu", "source": "extractive"}

@@ -10,14 +10,13 @@ import httpx
 
 from ragserve.config import GeneratorConfig, OpenAIGeneratorConfig
 from ragserve.errors import StageTimeoutError, StageUnavailableError
-from ragserve.generation.prompt import PromptPlan, plan_prompt
+from ragserve.generation.prompt import PromptPlan, TiktokenBudgeting
 from ragserve.schemas import GenerationRequest, GenerationResult, Usage
-from ragserve.tokens import count_tokens, get_encoding
 
 __all__ = ["OpenAICompatibleGenerator"]
 
 
-class OpenAICompatibleGenerator:
+class OpenAICompatibleGenerator(TiktokenBudgeting):
     """Generation by a remote OpenAI-compatible server.
 
     ``warm_up()`` is synchronous and cheap (it loads the tiktoken encoding); the
@@ -49,15 +48,6 @@ class OpenAICompatibleGenerator:
         self.url = self.backend_config.base_url.rstrip("/") + "/chat/completions"
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-
-    def warm_up(self) -> None:
-        get_encoding(self.config.token_encoding)
-
-    def count_tokens(self, text: str) -> int:
-        return count_tokens(text, self.config.token_encoding)
-
-    def plan(self, request: GenerationRequest) -> PromptPlan:
-        return plan_prompt(request, self.config, self.count_tokens)
 
     def health(self) -> dict:
         return {"model": self.backend_config.model, "device": "remote", "source": self.url}

@@ -15,8 +15,10 @@ from typing import Callable
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError
 from ragserve.schemas import GenerationRequest, GenerationResult, ScoredChunk, Usage
+from ragserve.tokens import count_tokens, get_encoding
 
 __all__ = [
+    "TiktokenBudgeting",
     "PromptPlan",
     "build_prompt",
     "plan_prompt",
@@ -240,3 +242,19 @@ def plan_prompt(
         message_overhead=message_overhead,
         reply_overhead=reply_overhead,
     )
+
+
+class TiktokenBudgeting:
+    """Token counting and prompt planning with tiktoken, for backends that have no tokenizer
+    of their own (the extractive backend, remote OpenAI-compatible servers)."""
+
+    config: GeneratorConfig
+
+    def warm_up(self) -> None:
+        get_encoding(self.config.token_encoding)
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(text, self.config.token_encoding)
+
+    def plan(self, request: GenerationRequest) -> PromptPlan:
+        return plan_prompt(request, self.config, self.count_tokens)
