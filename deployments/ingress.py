@@ -8,6 +8,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments._client import StageClient
 from graphs.args import IngressConfig
 from ragserve.api import create_app
+from ragserve.cache import CacheLayer
 from ragserve.ingest.chunking import TokenChunker
 from ragserve.pipeline import PipelineSettings, RAGPipeline
 from ragserve.schemas import (
@@ -36,11 +37,14 @@ class IngressDeployment:
         retriever: DeploymentHandle,
         reranker: DeploymentHandle,
         generator: DeploymentHandle | None = None,
+        fingerprint: str = "",
     ):
         self.config = IngressConfig.model_validate(config)
         limits = self.config.limits
-        self.pipeline = RAGPipeline(
-            embedder=StageClient(embedder, "embedder"),
+        # The cache tiers wrap the stage clients; the stages never see them.
+        self.cache = CacheLayer.from_config(self.config.cache)
+        pipeline = RAGPipeline(
+            embedder=self.cache.embedder(StageClient(embedder, "embedder")),
             retriever=StageClient(retriever, "retriever"),
             reranker=StageClient(reranker, "reranker"),
             generator=StageClient(generator, "generator") if generator is not None else None,
@@ -51,8 +55,10 @@ class IngressDeployment:
                 max_documents_per_request=limits.max_documents_per_request,
                 max_document_chars=limits.max_document_chars,
                 embed_batch_size=self.config.chunking.embed_batch_size,
+                retrieval_turns=self.config.cache.sessions.retrieval_turns,
             ),
         )
+        self.pipeline = self.cache.pipeline(pipeline, fingerprint=fingerprint)
         await self.pipeline.startup()
 
     # Python API for handles (notebooks): the same validation and flow as the HTTP routes.
@@ -78,6 +84,10 @@ class IngressDeployment:
     async def readiness(self) -> dict:
         ready, stages = await self.pipeline.readiness()
         return {"ready": ready, "stages": stages}
+
+    async def cache_stats(self) -> dict:
+        """Hit/miss counters per tier and the store's state (for metrics exporters)."""
+        return self.pipeline.health()
 
     def __serve_build_asgi_app__(self):
         return create_app(lambda: self.pipeline, max_request_bytes=self.config.limits.max_request_chars)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ragserve.config import (
+    CacheConfig,
     ChunkingConfig,
     EmbedderConfig,
     GeneratorConfig,
@@ -83,6 +84,7 @@ class IngressConfig(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     stage_timeout_s: float = Field(default=60.0, gt=0, description="Per stage call.")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 class _Stage(StrictModel):
@@ -141,3 +143,29 @@ class RagAppArgs(StrictModel):
                 "to a Qdrant server to scale the retriever"
             )
         return self
+
+    @model_validator(mode="after")
+    def _shared_cache_for_replicas(self) -> "RagAppArgs":
+        # The index version that invalidates cached answers must be seen by every replica.
+        cache = self.ingress.config.cache
+        if (cache.redis_url is None and cache.queries.enabled
+                and self.ingress.deployment.max_replicas() > 1):
+            raise ValueError(
+                "ingress: the in-process cache is per replica, so with more than one ingress "
+                "replica cached answers could outlive an ingest on another replica; set "
+                "ingress.config.cache.redis_url, or cache.queries.enabled: false"
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        """A hash of every stage setting that can change an answer: part of query-cache keys."""
+        import hashlib
+        import json
+
+        parts = {name: getattr(self, name).config.model_dump(mode="json")
+                 for name in ("embedder", "retriever", "reranker", "generator")}
+        for volatile in ("batching", "torch_threads"):  # throughput knobs, not results
+            for part in parts.values():
+                part.pop(volatile, None)
+        blob = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

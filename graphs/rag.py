@@ -46,7 +46,7 @@ def build_app(args: RagAppArgs | dict[str, Any] | None = None) -> Application:
             a.generator.config
         )
     return _deployment(IngressDeployment, "Ingress", a.ingress.deployment).bind(
-        a.ingress.config, embedder, retriever, reranker, generator
+        a.ingress.config, embedder, retriever, reranker, generator, fingerprint=a.fingerprint()
     )
 
 

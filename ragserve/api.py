@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragserve.cache.pipeline import CachedPipeline
 from ragserve.errors import PayloadTooLargeError, RagServeError, StageUnavailableError
 from ragserve.pipeline import RAGPipeline
 from ragserve.schemas import (
@@ -63,7 +64,7 @@ def _clean_errors(errors: list[dict]) -> list[dict]:
 
 
 def create_app(
-    pipeline: Callable[[], RAGPipeline],
+    pipeline: Callable[[], RAGPipeline | CachedPipeline],
     *,
     max_request_bytes: int = 20_000_000,
     title: str = "ragserve",

@@ -27,6 +27,7 @@ __all__ = [
     "ChunkSize",
     "ChunkingConfig",
     "LimitsConfig",
+    "CacheConfig",
 ]
 
 
@@ -232,6 +233,57 @@ class LimitsConfig(StrictModel):
     max_documents_per_request: int = Field(default=256, ge=1)
     max_document_chars: int = Field(default=2_000_000, ge=1)
     max_request_chars: int = Field(default=20_000_000, ge=1)
+
+
+class EmbeddingCacheConfig(StrictModel):
+    enabled: bool = True
+    ttl_s: float = Field(default=7 * 24 * 3600, gt=0, description="Vector lifetime (7 days).")
+
+
+class QueryCacheConfig(StrictModel):
+    enabled: bool = True
+    ttl_s: float = Field(default=3600, gt=0, description="Answer lifetime (1 hour).")
+
+
+class SessionCacheConfig(StrictModel):
+    enabled: bool = True
+    ttl_s: float = Field(default=1800, gt=0, description="Idle time before a session ends (30 min).")
+    max_sessions: int = Field(default=10_000, ge=1, description="In-memory bound (LRU).")
+    max_turns: int = Field(default=8, ge=1, le=100, description="Turns kept per session.")
+    retrieval_turns: int = Field(
+        default=1, ge=0, le=10,
+        description="Earlier user questions prepended to a follow-up's retrieval query.",
+    )
+
+
+class DedupConfig(StrictModel):
+    """Identical concurrent requests compute once: single-flight in a replica, plus a Redis
+    lock across replicas (the others wait for the first one's cached result)."""
+
+    enabled: bool = True
+    lock_ttl_s: float = Field(default=30.0, gt=0, description="Longest a lock is held.")
+    poll_interval_s: float = Field(default=0.05, gt=0, description="Waiters re-read this often.")
+
+
+class CacheConfig(StrictModel):
+    """The three cache tiers and de-duplication. Without ``redis_url`` an in-process store
+    serves them (the embedded default); with it, every ingress replica shares Redis."""
+
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://[:password@]host:port/db; None: in-process store."
+    )
+    key_prefix: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    timeout_s: float = Field(default=0.25, gt=0, description="Per store operation.")
+    failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive store failures before the cache is bypassed."
+    )
+    retry_after_s: float = Field(default=5.0, gt=0, description="Bypass time before a trial call.")
+    memory_max_entries: int = Field(
+        default=50_000, ge=1, description="In-process store bound (~80 MB of 384-d vectors).")
+    embeddings: EmbeddingCacheConfig = Field(default_factory=EmbeddingCacheConfig)
+    queries: QueryCacheConfig = Field(default_factory=QueryCacheConfig)
+    sessions: SessionCacheConfig = Field(default_factory=SessionCacheConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
 def dump_public(model: BaseModel) -> dict[str, Any]:

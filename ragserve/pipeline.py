@@ -66,12 +66,14 @@ class PipelineSettings:
         max_documents_per_request: int = 256,
         max_document_chars: int = 2_000_000,
         embed_batch_size: int = 64,
+        retrieval_turns: int = 1,
     ) -> None:
         self.stage_timeout_s = stage_timeout_s
         self.max_query_chars = max_query_chars
         self.max_documents_per_request = max_documents_per_request
         self.max_document_chars = max_document_chars
         self.embed_batch_size = embed_batch_size
+        self.retrieval_turns = retrieval_turns
 
 
 class _Clock:
@@ -159,10 +161,19 @@ class RAGPipeline:
 
     # ------------------------------------------------------------------ search
 
+    def _search_text(self, query: str, history: list[tuple[str, str]]) -> str:
+        """A follow-up's retrieval query: the last ``retrieval_turns`` questions of the session,
+        then this one ("and how do I scale it?" alone retrieves nothing useful)."""
+        turns = self.settings.retrieval_turns
+        earlier = [q for q, _ in history[-turns:]] if turns else []
+        text = " ".join([*earlier, query])
+        return text[-self.settings.max_query_chars:]
+
     async def _ranked(
-        self, req: SearchRequest
+        self, req: SearchRequest, history: list[tuple[str, str]] | None = None
     ) -> tuple[str, list[ScoredChunk], StageTimings, StageBackends, bool, list[str]]:
-        query = self._clean_query(req.query)
+        question = self._clean_query(req.query)
+        query = self._search_text(question, history) if history else question
         timings, backends, warnings = StageTimings(), StageBackends(), []
         degraded = False
         clock = _Clock()
@@ -197,7 +208,7 @@ class RAGPipeline:
                 log.warning("reranker failed (%s); query=%s", exc.code, query_fingerprint(query))
             timings.rerank_ms = clock.ms(t)
         timings.total_ms = clock.ms(clock.start)
-        return query, ranked, timings, backends, degraded, warnings
+        return question, ranked, timings, backends, degraded, warnings
 
     async def search(self, req: SearchRequest) -> SearchResponse:
         _, ranked, timings, backends, degraded, warnings = await self._ranked(req)
@@ -216,10 +227,14 @@ class RAGPipeline:
             raise NotFoundError("this application was built without a generator (search only)")
         return self.generator
 
-    async def query(self, req: QueryRequest) -> QueryResponse:
+    async def query(
+        self, req: QueryRequest, *, history: list[tuple[str, str]] | None = None
+    ) -> QueryResponse:
+        """Answer ``req``; ``history`` holds the session's earlier (question, answer) turns."""
         generator = self._require_generator()
+        history = history or []
         start = time.perf_counter()
-        query, ranked, timings, backends, degraded, warnings = await self._ranked(req)
+        query, ranked, timings, backends, degraded, warnings = await self._ranked(req, history)
         if not ranked:
             timings.total_ms = round((time.perf_counter() - start) * 1000, 2)
             return QueryResponse(
@@ -227,7 +242,8 @@ class RAGPipeline:
                 citations=[], usage=Usage(), timings=timings, backends=backends,
                 degraded=degraded, warnings=warnings,
             )
-        gen_req = GenerationRequest(query=query, passages=ranked, max_tokens=req.max_tokens)
+        gen_req = GenerationRequest(query=query, passages=ranked, max_tokens=req.max_tokens,
+                                    history=history)
         t = time.perf_counter()
         try:
             result: GenerationResult = await self._call("generator", generator.generate(gen_req))
@@ -255,13 +271,16 @@ class RAGPipeline:
             warnings=warnings,
         )
 
-    async def query_events(self, req: QueryRequest) -> AsyncIterator[tuple[str, dict]]:
+    async def query_events(
+        self, req: QueryRequest, *, history: list[tuple[str, str]] | None = None
+    ) -> AsyncIterator[tuple[str, dict]]:
         """Server-sent events: ``meta`` (passages, timings so far), ``token`` deltas, then
         ``done`` (usage, cited passages, final timings) or ``error``."""
         generator = self._require_generator()
+        history = history or []
         start = time.perf_counter()
         try:
-            query, ranked, timings, backends, degraded, warnings = await self._ranked(req)
+            query, ranked, timings, backends, degraded, warnings = await self._ranked(req, history)
         except RagServeError as exc:
             yield "error", exc.to_dict()
             return
@@ -274,7 +293,8 @@ class RAGPipeline:
             yield "done", {"answer": "", "usage": Usage().model_dump(), "degraded": degraded,
                            "warnings": warnings, "cited": [], "timings": timings.model_dump()}
             return
-        gen_req = GenerationRequest(query=query, passages=ranked, max_tokens=req.max_tokens)
+        gen_req = GenerationRequest(query=query, passages=ranked, max_tokens=req.max_tokens,
+                                    history=history)
         t = time.perf_counter()
         result: GenerationResult | None = None
         try:

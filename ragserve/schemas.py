@@ -37,6 +37,7 @@ __all__ = [
     "GenerationResult",
     "RerankResult",
     "EmbedderInfo",
+    "CacheInfo",
     "validate_filters",
 ]
 
@@ -213,8 +214,24 @@ class QueryRequest(SearchRequest):
         default=None, ge=1, le=4096, description="Answer length limit (capped by config)."
     )
     session_id: SessionId | None = Field(
-        default=None, description="Conversation id (accepted now; the session cache uses it)."
+        default=None,
+        description="Conversation id: earlier turns of the same session shape retrieval and "
+        "the answer (kept 30 minutes by default).",
     )
+
+
+class CacheInfo(BaseModel):
+    """How the cache tiers served this request."""
+
+    query: Literal["hit", "miss", "deduplicated", "bypass", "off"] = Field(
+        default="off",
+        description="Query-result cache: 'hit' (served from the cache), 'miss' (computed), "
+        "'deduplicated' (an identical concurrent request computed it), 'bypass' (not cacheable "
+        "or the cache store is unavailable), 'off' (no query cache configured).",
+    )
+    embedding_hits: int = Field(default=0, description="Texts whose vectors came from the cache.")
+    embedding_misses: int = Field(default=0, description="Texts the embedder had to encode.")
+    session_turns: int = Field(default=0, description="Earlier turns of the session taken into account.")
 
 
 class SearchResponse(BaseModel):
@@ -223,6 +240,7 @@ class SearchResponse(BaseModel):
     backends: StageBackends
     degraded: bool = False
     warnings: list[str] = Field(default_factory=list)
+    cache: CacheInfo | None = None
 
 
 class QueryResponse(BaseModel):
@@ -235,6 +253,7 @@ class QueryResponse(BaseModel):
     backends: StageBackends
     degraded: bool = False
     warnings: list[str] = Field(default_factory=list)
+    cache: CacheInfo | None = None
 
 
 class DocumentIn(_Strict):
@@ -275,6 +294,7 @@ class IngestResponse(BaseModel):
     documents: list[DocumentResult]
     chunks_embedded: int
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    cache: CacheInfo | None = None
 
 
 class DocumentChunks(BaseModel):

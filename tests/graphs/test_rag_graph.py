@@ -165,11 +165,23 @@ def test_health_readiness_and_openapi(rag):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     stages = ready.json()["stages"]
-    assert set(stages) == {"embedder", "retriever", "reranker", "generator"}
+    assert set(stages) == {"embedder", "retriever", "reranker", "generator", "cache"}
+    assert stages["cache"]["backend"] == "memory" and stages["cache"]["available"] is True
     assert stages["reranker"]["backend"] == "retrieval" and stages["reranker"]["fallback_reason"]
     assert stages["embedder"]["dimension"] == 384
     spec = client.get("/openapi.json").json()
     assert {"/v1/query", "/v1/search", "/v1/documents"} <= set(spec["paths"])
+
+
+def test_repeated_query_is_served_from_the_cache(rag):
+    handle, client, _ = rag
+    body = {"query": QUESTIONS[2][0], "rerank_top_n": 2, "max_tokens": 16}
+    first = client.post("/v1/query", json=body).json()
+    second = client.post("/v1/query", json=body).json()
+    assert first["cache"]["query"] in ("miss", "hit") and second["cache"]["query"] == "hit"
+    assert second["answer"] == first["answer"]
+    stats = handle.cache_stats.remote().result(timeout_s=30)
+    assert stats["tiers"]["queries"]["hits"] >= 1 and stats["tiers"]["embeddings"]["misses"] >= 1
 
 
 def test_python_handle_api(rag):
