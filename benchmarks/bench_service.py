@@ -1,11 +1,15 @@
-"""Service benchmark: cold start of `serve run CONFIG`, RSS of the whole stack, and latency of
-/v1/search and /v1/query at one client. Loopback only, bounded in requests and time.
+"""Service benchmark: cold start of `serve run CONFIG`, RSS of the whole stack, latency of
+/v1/search and /v1/query at one client, uncached and cached, and the embedding cache on a
+re-ingest. Loopback only, bounded in requests and time.
 
-    .venv/bin/python benchmarks/bench_service.py --config configs/local.yaml --requests 50
+    .venv/bin/python benchmarks/bench_service.py --config configs/local.yaml --requests 50 [--redis]
 
 It starts its own `serve run` (its own Ray instance) on a free port with the index in a temp
-folder, ingests the project's docs (README.md, docs/, k8s/README.md), runs the requests one at a
-time, prints the figures, and stops the stack.
+folder (and, with --redis, its own redis-server as the cache store), ingests the project's docs
+(README.md, docs/, k8s/README.md) and then measures, one request at a time:
+- uncached: every request a new question (the query cache misses, the embedder runs);
+- cached: the same questions again (query-cache hits);
+- re-ingest: every document deleted and ingested again (the embedding cache answers).
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ def main() -> int:
     ap.add_argument("--config", default="configs/local.yaml")
     ap.add_argument("--requests", type=int, default=50, help="per endpoint")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--redis", action="store_true",
+                    help="start a redis-server and use it as the cache store")
     ap.add_argument("--model-cache", default=".ragserve/models",
                     help="converted-LLM cache; a fresh folder measures the first-ever start")
     args = ap.parse_args()
@@ -108,6 +114,14 @@ def main() -> int:
     gen = app_args.setdefault("generator", {}).setdefault("config", {})
     if gen.get("backend", {}).get("backend", "local") == "local":
         gen.setdefault("backend", {"backend": "local"})["cache_dir"] = str(Path(args.model_cache).resolve())
+    redis_proc = None
+    if args.redis:
+        redis_port = free_port()
+        redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        cache = app_args.setdefault("ingress", {}).setdefault("config", {}).setdefault("cache", {})
+        cache["redis_url"] = f"redis://127.0.0.1:{redis_port}/0"
     cfg_path = tmp / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
@@ -146,19 +160,42 @@ def main() -> int:
             print(f"ingest: {len(docs)} documents, {body['chunks_embedded']} chunks in "
                   f"{time.perf_counter() - t:.2f} s")
             for endpoint, extra in (("/v1/search", {}), ("/v1/query", {"max_tokens": args.max_tokens})):
-                c.post(endpoint, json={"query": QUESTIONS[0], **extra}).raise_for_status()  # warm
-                lat, stage = [], {}
-                for i in range(args.requests):
-                    t = time.perf_counter()
-                    r = c.post(endpoint, json={"query": QUESTIONS[i % len(QUESTIONS)], **extra})
-                    lat.append((time.perf_counter() - t) * 1000)
-                    r.raise_for_status()
-                    for k, v in r.json()["timings"].items():
-                        stage.setdefault(k, []).append(v)
-                print(f"{endpoint}: n={len(lat)} p50={pct(lat, 50):.1f} ms p95={pct(lat, 95):.1f} ms "
-                      f"p99={pct(lat, 99):.1f} ms mean={statistics.mean(lat):.1f} ms")
-                print("   stage p50 (ms): " + ", ".join(
-                    f"{k}={pct(v, 50):.1f}" for k, v in stage.items() if k != "total_ms"))
+                c.post(endpoint, json={"query": "warm-up question", **extra}).raise_for_status()
+                for phase in ("uncached", "cached"):
+                    if phase == "cached":  # fill: one request per distinct question
+                        for q in QUESTIONS:
+                            c.post(endpoint, json={"query": q, **extra}).raise_for_status()
+                    lat, stage, outcomes = [], {}, {}
+                    for i in range(args.requests):
+                        q = QUESTIONS[i % len(QUESTIONS)]
+                        if phase == "uncached":  # a new question every time
+                            q = f"{q} (variant {i})"
+                        t = time.perf_counter()
+                        r = c.post(endpoint, json={"query": q, **extra})
+                        lat.append((time.perf_counter() - t) * 1000)
+                        r.raise_for_status()
+                        body = r.json()
+                        outcome = body["cache"]["query"]
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                        for k, v in body["timings"].items():
+                            stage.setdefault(k, []).append(v)
+                    print(f"{endpoint} {phase}: n={len(lat)} p50={pct(lat, 50):.1f} ms "
+                          f"p95={pct(lat, 95):.1f} ms p99={pct(lat, 99):.1f} ms "
+                          f"mean={statistics.mean(lat):.1f} ms  query cache: {outcomes}")
+                    if phase == "uncached":
+                        print("   stage p50 (ms): " + ", ".join(
+                            f"{k}={pct(v, 50):.1f}" for k, v in stage.items() if k != "total_ms"))
+            for doc in docs:
+                c.delete(f"/v1/documents/{doc['id']}").raise_for_status()
+            t = time.perf_counter()
+            r = c.post("/v1/documents", json={"documents": docs})
+            r.raise_for_status()
+            again, took = r.json(), time.perf_counter() - t
+            hits, misses = again["cache"]["embedding_hits"], again["cache"]["embedding_misses"]
+            print(f"re-ingest after delete: {again['chunks_embedded']} chunks in {took:.2f} s, "
+                  f"embedding cache {hits} hits / {misses} misses "
+                  f"(hit ratio {hits / max(1, hits + misses):.2f})")
+            print("cache counters: " + str(c.get("/readyz").json()["stages"]["cache"]["tiers"]))
         rss, pss = memory_mib(descendants(proc.pid))
         pids = descendants(proc.pid)
         print(f"memory of the whole stack: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB "
@@ -171,6 +208,8 @@ def main() -> int:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        if redis_proc is not None:
+            redis_proc.kill()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Generator deployment: one backend chosen by config (local model, OpenAI-compatible, extractive)."""
+"""Generator deployment: a fallback chain of backends from config (local model,
+OpenAI-compatible, extractive), with retries, a breaker per backend and simple-query routing."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import asyncio
 from typing import AsyncIterator
 
 from ragserve.config import GeneratorConfig
-from ragserve.generation.factory import build_generator
+from ragserve.errors import StageUnavailableError
+from ragserve.generation.factory import build_generation_chain
 from ragserve.schemas import GenerationRequest, GenerationResult
 
 __all__ = ["GeneratorDeployment"]
 
 
 class GeneratorDeployment:
-    async def __init__(self, config: GeneratorConfig, generator_factory=build_generator):
+    async def __init__(self, config: GeneratorConfig, generator_factory=build_generation_chain):
         self.config = GeneratorConfig.model_validate(config)
         self.backend = generator_factory(self.config)
         # Loading a local model is seconds of CPU work: keep the event loop free meanwhile.
@@ -34,4 +36,7 @@ class GeneratorDeployment:
         return {"backend": self.backend.name, **(detail or {})}
 
     async def check_health(self) -> None:
-        return None
+        """Serve's health check: a replica with no usable backend is replaced."""
+        healthy = getattr(self.backend, "healthy", None)
+        if callable(healthy) and not healthy():
+            raise StageUnavailableError("no generator backend is loaded")

@@ -6,7 +6,7 @@ YAML under ``configs/`` reaches these models through Serve's ``import_path`` + `
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -156,6 +156,7 @@ class LocalGeneratorConfig(StrictModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy.")
     repetition_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
     torch_threads: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0, description="Per call (CPU answers take seconds).")
 
 
 class OpenAIGeneratorConfig(StrictModel):
@@ -172,14 +173,70 @@ class ExtractiveGeneratorConfig(StrictModel):
     backend: Literal["extractive"] = "extractive"
     context_window: int = Field(default=4096, ge=256)
     max_sentences: int = Field(default=3, ge=1, le=20)
+    timeout_s: float = Field(default=5.0, gt=0, description="Per call.")
+
+
+GeneratorBackendConfig = Annotated[
+    Union[LocalGeneratorConfig, OpenAIGeneratorConfig, ExtractiveGeneratorConfig],
+    Field(discriminator="backend"),
+]
+
+
+class RetryConfig(StrictModel):
+    """Retries of transient failures (timeouts, connection errors, 5xx, 429) per backend."""
+
+    max_attempts: int = Field(default=3, ge=1, le=3, description="Tries per backend, first included.")
+    base_delay_s: float = Field(default=0.2, ge=0, description="Backoff: base × 2^(try-1), jittered.")
+    max_delay_s: float = Field(default=2.0, ge=0)
+    max_retry_after_s: float = Field(
+        default=5.0, ge=0,
+        description="A 429/503 Retry-After longer than this falls through to the next backend.",
+    )
+
+
+class GeneratorBreakerConfig(StrictModel):
+    """Per backend: open after ``failure_threshold`` consecutive failed calls; after
+    ``reset_timeout_s`` one trial call (half-open) decides between closed and open."""
+
+    failure_threshold: int = Field(default=3, ge=1)
+    reset_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RoutingConfig(StrictModel):
+    """Cheaper model for simple queries. A query is *simple* when it is short, has no words
+    that ask for reasoning, and the session has no history; anything else is *hard* and goes
+    to the primary chain. The simple backend falls back to the primary chain too."""
+
+    simple_backend: GeneratorBackendConfig
+    max_query_tokens: int = Field(default=16, ge=1, description="Longer queries are hard.")
+    hard_terms: list[str] = Field(
+        default_factory=lambda: [
+            "why", "how does", "how do", "explain", "compare", "comparison", "difference",
+            "versus", "vs", "trade-off", "tradeoff", "pros and cons", "evaluate", "analyse",
+            "analyze", "step by step", "design", "recommend", "should i",
+        ],
+        description="Phrases that make a query hard (matched on word boundaries, any case).",
+    )
 
 
 class GeneratorConfig(StrictModel):
     """Which backend answers, plus limits that hold whatever the backend."""
 
-    backend: LocalGeneratorConfig | OpenAIGeneratorConfig | ExtractiveGeneratorConfig = Field(
-        default_factory=LocalGeneratorConfig, discriminator="backend"
+    backend: GeneratorBackendConfig = Field(default_factory=LocalGeneratorConfig)
+    fallbacks: list[GeneratorBackendConfig] = Field(
+        default_factory=list,
+        description="Tried in order when the backend (and each earlier fallback) fails.",
     )
+    routing: RoutingConfig | None = Field(
+        default=None, description="Send simple queries to a cheaper backend first.")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    breaker: GeneratorBreakerConfig = Field(default_factory=GeneratorBreakerConfig)
+    deadline_s: float = Field(
+        default=60.0, gt=0,
+        description="Budget of one generation across every backend, retry and wait.",
+    )
+
+
     default_max_tokens: int = Field(default=256, ge=1)
     max_tokens_cap: int = Field(default=1024, ge=1, description="No request gets more than this.")
     token_encoding: str = Field(

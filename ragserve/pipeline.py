@@ -258,6 +258,7 @@ class RAGPipeline:
                 citations=[_citation(i + 1, c) for i, c in enumerate(ranked)],
                 usage=Usage(), timings=timings, backends=backends, degraded=True,
                 warnings=[*warnings, f"generator unavailable, returning passages only: {exc.message}"],
+                generation=(exc.details or {}).get("attempts", []),
             )
         timings.generate_ms = round((time.perf_counter() - t) * 1000, 2)
         timings.total_ms = round((time.perf_counter() - start) * 1000, 2)
@@ -268,7 +269,7 @@ class RAGPipeline:
             answer=result.text,
             citations=_numbered(ranked[: result.passages_used], result.cited),
             usage=result.usage, timings=timings, backends=backends, degraded=degraded,
-            warnings=warnings,
+            warnings=warnings, generation=result.attempts, route=result.route,
         )
 
     async def query_events(
@@ -297,6 +298,7 @@ class RAGPipeline:
                                     history=history)
         t = time.perf_counter()
         result: GenerationResult | None = None
+        attempts: list = []
         try:
             async for item in generator.stream(gen_req):
                 if "delta" in item:
@@ -306,6 +308,7 @@ class RAGPipeline:
         except RagServeError as exc:
             degraded = True
             warnings.append(f"generator unavailable: {exc.message}")
+            attempts = (exc.details or {}).get("attempts", [])
         except Exception as exc:  # a handle error mid-stream
             degraded = True
             warnings.append(f"generator unavailable: {_describe(exc)}")
@@ -322,6 +325,8 @@ class RAGPipeline:
             "warnings": warnings,
             "timings": timings.model_dump(),
             "backends": backends.model_dump(),
+            "generation": ([a.model_dump() for a in result.attempts] if result else attempts),
+            "route": result.route if result else None,
         }
 
     # ------------------------------------------------------------------ documents

@@ -34,6 +34,7 @@ __all__ = [
     "DocumentChunks",
     "DeleteResponse",
     "GenerationRequest",
+    "GenerationAttempt",
     "GenerationResult",
     "RerankResult",
     "EmbedderInfo",
@@ -143,6 +144,16 @@ class GenerationRequest(_Strict):
     history: list[tuple[str, str]] = Field(default_factory=list)
 
 
+class GenerationAttempt(BaseModel):
+    """One backend's part in answering: what it did and why it did not answer."""
+
+    backend: str
+    outcome: Literal["ok", "failed", "skipped"]
+    reason: str | None = Field(default=None, description="e.g. 'timeout', 'http 503', 'circuit open'.")
+    tries: int = 0
+    elapsed_ms: float = 0.0
+
+
 class GenerationResult(BaseModel):
     text: str
     usage: Usage
@@ -151,6 +162,9 @@ class GenerationResult(BaseModel):
     passages_used: int = Field(description="How many passages fit in the context window.")
     passages_dropped: int = 0
     finish_reason: str = "stop"
+    attempts: list[GenerationAttempt] = Field(
+        default_factory=list, description="Every backend tried, in order (fallback chain).")
+    route: str | None = Field(default=None, description="'simple' or 'hard' when routing is on.")
 
 
 # --------------------------------------------------------------------------- HTTP API
@@ -254,6 +268,11 @@ class QueryResponse(BaseModel):
     degraded: bool = False
     warnings: list[str] = Field(default_factory=list)
     cache: CacheInfo | None = None
+    generation: list[GenerationAttempt] = Field(
+        default_factory=list,
+        description="The generator backends tried, in order: which answered, which failed and why.",
+    )
+    route: str | None = Field(default=None, description="'simple' or 'hard' when routing is on.")
 
 
 class DocumentIn(_Strict):

@@ -141,3 +141,48 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path).start()
     yield server
     server.stop()
+
+
+class LLMServer:
+    """``tests/llm_server.py`` as a real process on a free port (see its docstring)."""
+
+    def __init__(self) -> None:
+        import sys
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.llm_server", "--port", str(self.port)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._answers, timeout_s=30, interval_s=0.1)
+
+    def _answers(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/admin/stats", timeout=1).is_success
+        except httpx.HTTPError:
+            return False
+
+    def mode(self, mode: str, **options) -> None:
+        import httpx
+
+        httpx.post(f"http://127.0.0.1:{self.port}/admin/mode", json={"mode": mode, **options},
+                   timeout=5).raise_for_status()
+
+    def requests(self) -> int:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.port}/admin/stats", timeout=5).json()["requests"]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def llm_server():
+    server = LLMServer()
+    yield server
+    server.kill()

@@ -9,11 +9,12 @@ from ragserve.config import (
     OpenAIGeneratorConfig,
 )
 from ragserve.generation.base import Generator
+from ragserve.generation.chain import FallbackGenerator
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.local import TransformersGenerator
 from ragserve.generation.openai_compat import OpenAICompatibleGenerator
 
-__all__ = ["build_generator"]
+__all__ = ["build_generator", "build_generation_chain"]
 
 
 def build_generator(config: GeneratorConfig) -> Generator:
@@ -35,3 +36,18 @@ def build_generator(config: GeneratorConfig) -> Generator:
     if isinstance(backend, ExtractiveGeneratorConfig):
         return ExtractiveGenerator(config)
     raise TypeError(f"unknown generator backend {type(backend).__name__}")
+
+
+def build_generation_chain(config: GeneratorConfig) -> FallbackGenerator:
+    """The generator stage's backend: ``[backend, *fallbacks]`` with retries and a breaker per
+    backend, and the routing's cheaper backend for simple queries (none warmed up yet; the
+    chain's ``warm_up`` loads them all)."""
+    config = GeneratorConfig.model_validate(config)
+
+    def one(backend_config) -> Generator:
+        return build_generator(config.model_copy(
+            update={"backend": backend_config, "fallbacks": [], "routing": None}))
+
+    backends = [one(b) for b in (config.backend, *config.fallbacks)]
+    simple = one(config.routing.simple_backend) if config.routing is not None else None
+    return FallbackGenerator.from_backends(config, backends, simple)

@@ -76,6 +76,11 @@ class CircuitBreaker:
         self._failures = 0
         self._trial_in_flight = False
 
+    def record_cancelled(self) -> None:
+        """The allowed call was abandoned (the client went away): neither a success nor a
+        failure, but a half-open breaker must let the next trial through."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         self._failures += 1
         if self._state is BreakerState.half_open or self._failures >= self.config.failure_threshold:

@@ -250,3 +250,28 @@ async def test_store_failure_during_ingest_bypasses_query_cache_until_version_ad
     layer.store.store.incr = real_incr
     r = await p.query(QueryRequest(query="alpha?"))
     assert r.cache.query == "miss" and p.health()["index_version_pending"] is False
+
+
+def test_several_ingress_replicas_need_a_shared_store():
+    from graphs.args import RagAppArgs
+
+    scaled = {"deployment": {"num_replicas": 2}}
+    with pytest.raises(ValueError, match="redis_url"):
+        RagAppArgs.model_validate({"ingress": scaled})
+    shared = {**scaled, "config": {"cache": {"redis_url": "redis://redis:6379/0"}}}
+    assert RagAppArgs.model_validate({"ingress": shared}).ingress.deployment.num_replicas == 2
+    local = RagAppArgs.model_validate({"ingress": {**scaled, "config": {
+        "cache": {"queries": {"enabled": False}}}}})
+    assert local.ingress.config.cache.redis_url is None
+
+
+def test_fingerprint_changes_with_what_changes_answers():
+    from graphs.args import RagAppArgs
+
+    base = RagAppArgs().fingerprint()
+    assert RagAppArgs.model_validate(
+        {"embedder": {"config": {"batching": {"max_batch_size": 8}}}}).fingerprint() == base
+    assert RagAppArgs.model_validate(
+        {"generator": {"config": {"default_max_tokens": 64}}}).fingerprint() != base
+    assert RagAppArgs.model_validate(
+        {"retriever": {"config": {"fusion": "rrf"}}}).fingerprint() != base
