@@ -56,6 +56,7 @@ class IngressDeployment:
                 max_document_chars=limits.max_document_chars,
                 embed_batch_size=self.config.chunking.embed_batch_size,
                 retrieval_turns=self.config.cache.sessions.retrieval_turns,
+                stage_timeouts_s=dict(self.config.stage_timeouts_s),
             ),
         )
         self.pipeline = self.cache.pipeline(pipeline, fingerprint=fingerprint)

@@ -84,6 +84,11 @@ class IngressConfig(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     stage_timeout_s: float = Field(default=60.0, gt=0, description="Per stage call.")
+    stage_timeouts_s: dict[Literal["embedder", "retriever", "reranker", "generator"], float] = Field(
+        default_factory=lambda: {"reranker": 5.0},
+        description="Per-stage overrides of stage_timeout_s. The reranker is optional: past its "
+        "budget the retriever's order is served (degraded) instead of waiting.",
+    )
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
@@ -141,6 +146,19 @@ class RagAppArgs(StrictModel):
             raise ValueError(
                 "retriever: Qdrant local mode (path) allows one replica; set retriever.config.url "
                 "to a Qdrant server to scale the retriever"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _generator_deadline_inside_stage_timeout(self) -> "RagAppArgs":
+        deadline = self.generator.config.deadline_s
+        ingress = self.ingress.config
+        timeout = ingress.stage_timeouts_s.get("generator", ingress.stage_timeout_s)
+        if self.mode == "rag" and deadline >= timeout:
+            raise ValueError(
+                f"generator.config.deadline_s ({deadline:g}) must be below "
+                f"ingress.config.stage_timeout_s ({timeout:g}): otherwise the ingress gives up "
+                "before the fallback chain can answer"
             )
         return self
 

@@ -232,7 +232,7 @@ class GeneratorConfig(StrictModel):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: GeneratorBreakerConfig = Field(default_factory=GeneratorBreakerConfig)
     deadline_s: float = Field(
-        default=60.0, gt=0,
+        default=50.0, gt=0,
         description="Budget of one generation across every backend, retry and wait.",
     )
 

@@ -67,13 +67,18 @@ class PipelineSettings:
         max_document_chars: int = 2_000_000,
         embed_batch_size: int = 64,
         retrieval_turns: int = 1,
+        stage_timeouts_s: dict[str, float] | None = None,
     ) -> None:
         self.stage_timeout_s = stage_timeout_s
+        self.stage_timeouts_s = dict(stage_timeouts_s or {})
         self.max_query_chars = max_query_chars
         self.max_documents_per_request = max_documents_per_request
         self.max_document_chars = max_document_chars
         self.embed_batch_size = embed_batch_size
         self.retrieval_turns = retrieval_turns
+
+    def timeout_for(self, stage: str) -> float:
+        return self.stage_timeouts_s.get(stage, self.stage_timeout_s)
 
 
 class _Clock:
@@ -135,12 +140,12 @@ class RAGPipeline:
     # ------------------------------------------------------------------ helpers
 
     async def _call(self, stage: str, awaitable: Awaitable[T]) -> T:
+        timeout = self.settings.timeout_for(stage)
         try:
-            return await asyncio.wait_for(awaitable, timeout=self.settings.stage_timeout_s)
+            return await asyncio.wait_for(awaitable, timeout=timeout)
         except asyncio.TimeoutError as exc:
             raise StageTimeoutError(
-                f"{stage} did not answer within {self.settings.stage_timeout_s:g}s",
-                details={"stage": stage},
+                f"{stage} did not answer within {timeout:g}s", details={"stage": stage},
             ) from exc
         except RagServeError:
             raise
