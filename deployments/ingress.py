@@ -14,6 +14,8 @@ from ragserve.pipeline import PipelineSettings, RAGPipeline
 from ragserve.schemas import (
     DeleteResponse,
     DocumentChunks,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
     IngestRequest,
     IngestResponse,
     QueryRequest,
@@ -75,6 +77,9 @@ class IngressDeployment:
 
     async def ingest(self, request: IngestRequest | dict) -> IngestResponse:
         return await self.pipeline.ingest(IngestRequest.model_validate(request))
+
+    async def embed(self, request: EmbeddingsRequest | dict) -> EmbeddingsResponse:
+        return await self.pipeline.embed(EmbeddingsRequest.model_validate(request))
 
     async def get_document(self, doc_id: str) -> DocumentChunks:
         return await self.pipeline.get_document(doc_id)

@@ -22,6 +22,8 @@ from ragserve.pipeline import RAGPipeline
 from ragserve.schemas import (
     DeleteResponse,
     DocumentChunks,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
     IngestRequest,
     IngestResponse,
     QueryRequest,
@@ -135,6 +137,11 @@ def create_app(
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return await pipeline().query(req)
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=_ERROR_RESPONSES,
+              tags=["rag"], summary="Embed texts with the service's embedder (OpenAI-style).")
+    async def embeddings(req: EmbeddingsRequest) -> EmbeddingsResponse:
+        return await pipeline().embed(req)
 
     @app.post("/v1/documents", response_model=IngestResponse, responses=_ERROR_RESPONSES,
               tags=["documents"], summary="Add or replace documents (idempotent).")

@@ -34,6 +34,9 @@ from ragserve.schemas import (
     DocumentChunks,
     DocumentResult,
     EmbedderInfo,
+    EmbeddingItem,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
     GenerationRequest,
     GenerationResult,
     IngestRequest,
@@ -333,6 +336,20 @@ class RAGPipeline:
             "generation": ([a.model_dump() for a in result.attempts] if result else attempts),
             "route": result.route if result else None,
         }
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(self, req: EmbeddingsRequest) -> EmbeddingsResponse:
+        info = self.embedder_info
+        if req.model is not None and info is not None and req.model != info.model:
+            raise InvalidRequestError(
+                f"model {req.model!r} is not served here; this service embeds with {info.model!r}")
+        texts = req.texts()
+        vectors = await self._call("embedder", self.embedder.embed(texts, req.input_type))
+        return EmbeddingsResponse(
+            data=[EmbeddingItem(index=i, embedding=v) for i, v in enumerate(vectors)],
+            model=info.model if info else "",
+        )
 
     # ------------------------------------------------------------------ documents
 

@@ -39,6 +39,8 @@ __all__ = [
     "RerankResult",
     "EmbedderInfo",
     "CacheInfo",
+    "EmbeddingsRequest",
+    "EmbeddingsResponse",
     "validate_filters",
 ]
 
@@ -273,6 +275,49 @@ class QueryResponse(BaseModel):
         description="The generator backends tried, in order: which answered, which failed and why.",
     )
     route: str | None = Field(default=None, description="'simple' or 'hard' when routing is on.")
+
+
+class EmbeddingsRequest(_Strict):
+    """OpenAI-style ``/v1/embeddings``: the service's embedder for any text."""
+
+    input: str | list[str] = Field(description="One text or up to 2048 texts.")
+    input_type: InputKind = Field(
+        default="passage", description="'query' or 'passage' (models with prefixes use them).")
+    model: str | None = Field(default=None, description="Must name the served model if given.")
+
+    @field_validator("input")
+    @classmethod
+    def _input_shape(cls, v: str | list[str]) -> str | list[str]:
+        items = [v] if isinstance(v, str) else v
+        if not 1 <= len(items) <= 2048:
+            raise ValueError("input needs 1 to 2048 texts")
+        if any(not t.strip() for t in items):
+            raise ValueError("input texts must not be blank")
+        if any(len(t) > 100_000 for t in items):
+            raise ValueError("input texts are limited to 100000 characters")
+        return v
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float]
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingsUsage = Field(default_factory=EmbeddingsUsage)
+    cache: CacheInfo | None = None
 
 
 class DocumentIn(_Strict):

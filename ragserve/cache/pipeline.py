@@ -36,6 +36,8 @@ from ragserve.schemas import (
     CacheInfo,
     DeleteResponse,
     DocumentChunks,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
     IngestRequest,
     IngestResponse,
     QueryRequest,
@@ -75,6 +77,14 @@ class CachedPipeline:
 
     async def get_document(self, doc_id: str) -> DocumentChunks:
         return await self.pipeline.get_document(doc_id)
+
+    async def embed(self, req: EmbeddingsRequest) -> EmbeddingsResponse:
+        stats, token = begin_request()
+        try:
+            resp = await self.pipeline.embed(req)
+            return resp.model_copy(update={"cache": stats.info.model_copy()})
+        finally:
+            end_request(token)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         ready, stages = await self.pipeline.readiness()

@@ -184,6 +184,16 @@ def test_repeated_query_is_served_from_the_cache(rag):
     assert stats["tiers"]["queries"]["hits"] >= 1 and stats["tiers"]["embeddings"]["misses"] >= 1
 
 
+def test_embeddings_endpoint_serves_the_embedder(rag):
+    _, client, _ = rag
+    r = client.post("/v1/embeddings", json={"input": ["first text", "second text"],
+                                            "input_type": "passage"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["data"]) == 2 and len(body["data"][1]["embedding"]) == 384
+    assert body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def test_python_handle_api(rag):
     handle, _, _ = rag
     res = handle.search.remote({"query": QUESTIONS[2][0], "rerank_top_n": 2}).result(timeout_s=60)

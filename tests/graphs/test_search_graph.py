@@ -28,7 +28,7 @@ def test_search_only_graph_has_no_generator(serve_instance, tmp_path, model_cach
             assert hits[0]["doc_id"] == QUESTIONS[0][1]
             r = c.post("/v1/query", json={"query": QUESTIONS[0][0]})
             assert r.status_code == 404 and "without a generator" in r.json()["error"]["message"]
-            assert set(c.get("/readyz").json()["stages"]) == {"embedder", "retriever", "reranker"}
+            assert set(c.get("/readyz").json()["stages"]) == {"embedder", "retriever", "reranker", "cache"}
     finally:
         serve.delete("search-only")
 

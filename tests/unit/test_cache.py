@@ -275,3 +275,26 @@ def test_fingerprint_changes_with_what_changes_answers():
         {"generator": {"config": {"default_max_tokens": 64}}}).fingerprint() != base
     assert RagAppArgs.model_validate(
         {"retriever": {"config": {"fusion": "rrf"}}}).fingerprint() != base
+
+
+async def test_embeddings_endpoint_validates_and_uses_the_cache():
+    import httpx
+
+    from ragserve.api import create_app
+
+    _, p = cached_pipeline()
+    await p.startup()
+    app = create_app(lambda: p)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        r = await c.post("/v1/embeddings", json={"input": ["alpha", "beta"]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == 3
+        assert body["model"] == "fake" and body["cache"]["embedding_misses"] == 2
+        again = (await c.post("/v1/embeddings", json={"input": "alpha"})).json()
+        assert again["cache"]["embedding_hits"] == 1
+        assert again["data"][0]["embedding"] == body["data"][0]["embedding"]
+        for bad in ({"input": []}, {"input": [" "]}, {"input": "x", "model": "other"},
+                    {"input": "x", "input_type": "doc"}):
+            r = await c.post("/v1/embeddings", json=bad)
+            assert r.status_code == 422 and r.json()["error"]["message"], bad
