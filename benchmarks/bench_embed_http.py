@@ -21,15 +21,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_embedder import load_texts  # noqa: E402
-from benchmarks.bench_service import free_port  # noqa: E402
+from benchmarks.common import RAY_ENV, ROOT, free_port, wait_http  # noqa: E402
 
 
 async def load(url: str, texts: list[str], concurrency: int, per_request: int,
@@ -49,18 +43,6 @@ async def load(url: str, texts: list[str], concurrency: int, per_request: int,
         t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return len(texts) / (time.perf_counter() - t)
-
-
-def wait_http(url: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 def main() -> int:
@@ -111,7 +93,7 @@ def main() -> int:
 
     port = free_port()
     ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env=RAY_ENV)
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
     try:

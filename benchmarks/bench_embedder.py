@@ -23,12 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import RAY_ENV, ROOT  # noqa: E402
 
 
 def load_texts(n: int, corpus: str | None) -> list[str]:
@@ -89,7 +85,7 @@ def main() -> int:
     from deployments.embedder import EmbedderDeployment
 
     ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count(),
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env=RAY_ENV)
     try:
         for label, batch in (("batched", args.serve_batch), ("unbatched", 1)):
             app = serve.deployment(EmbedderDeployment, name="Embedder").options(

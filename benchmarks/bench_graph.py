@@ -33,15 +33,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from benchmarks.bench_embed_http import wait_http  # noqa: E402
-from benchmarks.bench_service import QUESTIONS, free_port, pct  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port, pct, wait_http  # noqa: E402
 
 
 def documents(corpus: str | None, n: int) -> tuple[list[dict], list[str]]:
@@ -131,7 +124,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env=RAY_ENV)
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
     try:

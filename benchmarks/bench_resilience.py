@@ -12,7 +12,6 @@ off so that every request runs the pipeline). One client, requests one after ano
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -24,13 +23,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from benchmarks.bench_service import QUESTIONS, free_port, pct  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port, pct  # noqa: E402
 
 
 def summary(lat: list[float]) -> str:
@@ -69,8 +63,7 @@ def main() -> int:
     gen["breaker"] = {"failure_threshold": 3, "reset_timeout_s": 300}
     app_args["ingress"]["config"]["cache"]["queries"] = {"enabled": False}
     port = free_port()
-    ray.init(include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env=RAY_ENV)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(build_app(app_args), name="ragserve", route_prefix="/")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,25 +27,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = [
-    "How does the embedder batch requests?",
-    "What happens when the reranker model cannot be loaded?",
-    "How do I run the tests?",
-    "Why does the retriever run a single replica in local mode?",
-    "How is ingestion kept idempotent?",
-    "Which generator backends are there?",
-    "How are passages dropped when the context window is full?",
-    "What does /readyz report?",
-    "How do I deploy ragserve on Kubernetes?",
-    "What chunk sizes are used for code?",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import QUESTIONS, ROOT, free_port, pct  # noqa: E402
 
 
 def descendants(pid: int) -> list[int]:
@@ -86,11 +68,6 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
         except OSError:
             pass
     return rss / 1024, pss / 1024
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def main() -> int:
