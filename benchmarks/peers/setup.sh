@@ -20,10 +20,10 @@ make_venv() {
 
 case "${1:-}" in
   infinity)
-    make_venv .venv-infinity "infinity-emb[server]==0.0.78" "sentence-transformers<4" \
-      "transformers<5" "numpy<2" ;;
+    make_venv .venv-infinity "infinity-emb[server]==0.0.78" "sentence-transformers==3.4.1" \
+      "transformers==4.57.6" "numpy==1.26.4" ;;
   langchain)
-    make_venv .venv-langchain "langchain-core==1.*" "langchain-qdrant" "langchain-huggingface" \
+    make_venv .venv-langchain "langchain-core==1.8.3" "langchain-qdrant==1.1.0" "langchain-huggingface==1.2.3" \
       "qdrant-client==1.20.0" "sentence-transformers>=6.2,<7" "fastapi" "uvicorn" ;;
   *) echo "usage: $0 infinity|langchain" >&2; exit 2 ;;
 esac
