@@ -121,7 +121,7 @@ class CachedPipeline:
             resp = await self._cached(
                 "query", req, history,
                 lambda: self.pipeline.query(req, history=history), QueryResponse)
-            if req.session_id and resp.answer:
+            if req.session_id and resp.answer and self.sessions is not None:
                 await self.sessions.append(req.session_id, sanitize_query(req.query), resp.answer)
             return resp.model_copy(update={"cache": stats.info.model_copy()})
         finally:
@@ -134,7 +134,7 @@ class CachedPipeline:
         info = CacheInfo(query="bypass", session_turns=len(history))
         async for event, data in self.pipeline.query_events(req, history=history):
             if event == "done":
-                if req.session_id and data.get("answer"):
+                if req.session_id and data.get("answer") and self.sessions is not None:
                     await self.sessions.append(req.session_id, sanitize_query(req.query),
                                                data["answer"])
                 data = {**data, "cache": info.model_dump()}

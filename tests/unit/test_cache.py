@@ -298,3 +298,25 @@ async def test_embeddings_endpoint_validates_and_uses_the_cache():
                     {"input": "x", "input_type": "doc"}):
             r = await c.post("/v1/embeddings", json=bad)
             assert r.status_code == 422 and r.json()["error"]["message"], bad
+
+
+async def test_sessions_off_ignores_session_ids():
+    _, p = cached_pipeline(config=CacheConfig(sessions={"enabled": False}))
+    await p.startup()
+    await p.ingest(DOCS)
+    for _ in range(2):
+        r = await p.query(QueryRequest(query="alpha?", session_id="s"))
+        assert r.answer and r.cache.session_turns == 0
+    events = [e async for e in p.query_events(QueryRequest(query="alpha?", session_id="s"))]
+    assert events[-1][0] == "done" and events[-1][1]["cache"]["session_turns"] == 0
+
+
+async def test_a_streamed_answer_extends_the_session():
+    gen = CountingGenerator()
+    _, p = cached_pipeline(generator=gen)
+    await p.startup()
+    await p.ingest(DOCS)
+    events = [e async for e in p.query_events(QueryRequest(query="what is beta?", session_id="z"))]
+    assert events[-1][1]["answer"]
+    await p.query(QueryRequest(query="and alpha?", session_id="z"))
+    assert gen.requests[-1].history[0][0] == "what is beta?"
