@@ -60,7 +60,7 @@ def main() -> int:
 
     from ragserve.models import resolve_model
 
-    model_dir = str(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
+    model_dir = str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path)
     results: dict[str, dict] = {}
 
     # ---- infinity-emb
@@ -73,12 +73,12 @@ def main() -> int:
         [str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model_dir,
          "--served-model-name", "minilm", "--port", str(port), "--host", "127.0.0.1",
          "--batch-size", str(args.batch_size), "--device", "cpu", "--engine", "torch",
-         "--no-bettertransformer"],
+         "--no-bettertransformer", "--log-level", "warning"],  # no access log, as for ragserve
         env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
              "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         stdout=open("/tmp/ragserve-bench-infinity.log", "w"), stderr=subprocess.STDOUT)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
         results["infinity-emb 0.0.78"] = {run: asyncio.run(load(
             f"http://127.0.0.1:{port}/embeddings", texts, *run, "minilm")) for run in runs}
     finally:
@@ -107,7 +107,8 @@ def main() -> int:
                                "ray_actor_options": {"num_cpus": 1}}},
             "retriever": {"config": {"path": f"{tmp}/qdrant"}},
             "ingress": {"config": {"cache": {"embeddings": {"enabled": False}}},
-                        "deployment": {"max_ongoing_requests": 256}},
+                        "deployment": {"max_ongoing_requests": 256,
+                                       "ray_actor_options": {"num_cpus": 0.25}}},
         }), name="ragserve", route_prefix="/")
         results["ragserve"] = {run: asyncio.run(load(
             f"http://127.0.0.1:{port}/v1/embeddings", texts, *run, None)) for run in runs}

@@ -197,7 +197,7 @@ def main() -> int:
         print("peer missing: run benchmarks/peers/setup.sh langchain")
         return 0
     peer_port = free_port()
-    model_dir = str(resolve_model(app_args["embedder"]["config"]["model"]))
+    model_dir = str(resolve_model(app_args["embedder"]["config"]["model"]).path)
     peer = subprocess.Popen(
         [str(venv / "bin" / "python"), str(ROOT / "benchmarks/peers/langchain_app.py"),
          "--qdrant", str(tmp / "qdrant"), "--collection",
@@ -206,7 +206,7 @@ def main() -> int:
         env={**os.environ}, stdout=open(tmp / "peer.log", "w"), stderr=subprocess.STDOUT)
     try:
         peer_url = f"http://127.0.0.1:{peer_port}"
-        wait_http(peer_url + "/healthz")
+        wait_http(peer_url + "/healthz", proc=peer)
         asyncio.run(load(peer_url, "/v1/search", queries, 4, 3, search_body))  # warm
         for clients in levels:
             rows.append(line("langchain", "/v1/search",

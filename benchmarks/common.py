@@ -45,9 +45,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def wait_http(url: str, timeout_s: float = 300) -> None:
+def wait_http(url: str, timeout_s: float = 300, proc=None) -> None:
+    """Until ``url`` answers below 500; fails early if ``proc`` (a Popen) exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code < 500:
                 return
