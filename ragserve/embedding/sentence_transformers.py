@@ -78,6 +78,12 @@ class SentenceTransformerEmbedder:
         log.info("embedder loaded: %s from %s on %s/%s", self.config.model, resolved.source, device, dtype)
 
     @property
+    def encode_batch_size(self) -> int:
+        if self.config.encode_batch_size is not None:
+            return self.config.encode_batch_size
+        return 128 if self._device == "cuda" else 16
+
+    @property
     def model(self):
         if self._model is None:
             raise RuntimeError("embedder not warmed up")
@@ -108,7 +114,7 @@ class SentenceTransformerEmbedder:
         with self._lock:
             vectors = self.model.encode(
                 [prepared[i] for i in order],
-                batch_size=len(prepared),
+                batch_size=self.encode_batch_size,
                 normalize_embeddings=self.config.normalize,
                 convert_to_numpy=True,
                 show_progress_bar=False,
