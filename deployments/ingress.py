@@ -95,5 +95,8 @@ class IngressDeployment:
         """Hit/miss counters per tier and the store's state (for metrics exporters)."""
         return self.pipeline.health()
 
+    async def __del__(self):
+        await self.cache.aclose()  # the Redis connection pool, when there is one
+
     def __serve_build_asgi_app__(self):
         return create_app(lambda: self.pipeline, max_request_bytes=self.config.limits.max_request_chars)
