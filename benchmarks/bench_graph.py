@@ -57,7 +57,7 @@ def documents(corpus: str | None, n: int) -> tuple[list[dict], list[str]]:
 
 
 async def load(url: str, path: str, queries: list[str], clients: int, seconds: float,
-               extra: dict) -> dict:
+               extra: dict, field: str = "query") -> dict:
     lat: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -69,7 +69,7 @@ async def load(url: str, path: str, queries: list[str], clients: int, seconds: f
             while time.monotonic() < deadline:
                 t = time.perf_counter()
                 try:
-                    r = await c.post(path, json={"query": queries[i % len(queries)], **extra})
+                    r = await c.post(path, json={field: queries[i % len(queries)], **extra})
                     ok = r.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--clients", default="1,4,16,32")
     ap.add_argument("--ramp-s", type=float, default=45)
     ap.add_argument("--skip-query", action="store_true")
+    ap.add_argument("--ramp-path", default="/v1/search", choices=["/v1/search", "/v1/embeddings"],
+                    help="/v1/embeddings loads the embedder alone (ingress → embedder)")
+    ap.add_argument("--ramp-only", action="store_true", help="only the autoscaling ramp")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     docs, queries = documents(args.corpus, args.docs)
@@ -135,17 +138,17 @@ def main() -> int:
                 c.post("/v1/documents", json={"documents": docs[i:i + 64]}).raise_for_status()
             print(f"ingested {len(docs)} documents in {time.perf_counter() - t:.1f} s")
         asyncio.run(load(url, "/v1/search", queries, 4, 3, search_body))  # warm
-        for clients in levels:
+        for clients in ([] if args.ramp_only else levels):
             rows.append(line("ragserve", "/v1/search",
                              asyncio.run(load(url, "/v1/search", queries, clients, args.seconds,
                                               search_body))))
             print(rows[-1], flush=True)
-        for mode in ("dense",):
+        for mode in (() if args.ramp_only else ("dense",)):
             r = asyncio.run(load(url, "/v1/search", queries, 16, args.seconds,
                                  {**search_body, "mode": mode}))
             rows.append(line(f"rs-{mode}", "/v1/search", r))
             print(rows[-1], flush=True)
-        if not args.skip_query:
+        if not (args.skip_query or args.ramp_only):
             for clients in (1, 4):
                 r = asyncio.run(load(url, "/v1/query", queries, clients, max(args.seconds, 30),
                                      {"max_tokens": 64, "rerank_top_n": 4}))
@@ -168,9 +171,10 @@ def main() -> int:
         watcher = threading.Thread(target=watch)
         watcher.start()
         ramp = []
+        ramp_body = search_body if args.ramp_path == "/v1/search" else {}
         for clients in (1, 8, 32):
-            ramp.append(asyncio.run(load(url, "/v1/search", queries, clients, args.ramp_s / 3,
-                                         search_body)))
+            ramp.append(asyncio.run(load(url, args.ramp_path, queries, clients, args.ramp_s / 3,
+                                         ramp_body, field="input" if ramp_body == {} else "query")))
         load_end = time.monotonic() - t0
         downscale = app_args["embedder"]["deployment"]["autoscaling_config"]["downscale_delay_s"]
         deadline = time.monotonic() + downscale + 60
@@ -183,7 +187,7 @@ def main() -> int:
         watcher.join()
         changes = [(round(t), r, tot) for i, (t, r, tot) in enumerate(counts)
                    if i == 0 or (r, tot) != counts[i - 1][1:]]
-        print(f"autoscaling: load 1→8→32 clients for {load_end:.0f} s, then idle; Embedder "
+        print(f"autoscaling: {args.ramp_path} load 1→8→32 clients for {load_end:.0f} s, then idle; Embedder "
               f"replicas (t s, running, total) at each change: {changes}")
         print("   ramp: " + "; ".join(f"{r['clients']} clients {r['rps']:.1f} req/s "
                                       f"p95 {r['p95']:.0f} ms" for r in ramp))
@@ -193,6 +197,8 @@ def main() -> int:
 
     # ---- the LangChain peer over the same collection
     venv = ROOT / ".venv-langchain"
+    if args.ramp_only:
+        return 0
     if not (venv / "bin" / "python").exists():
         print("peer missing: run benchmarks/peers/setup.sh langchain")
         return 0

@@ -39,12 +39,20 @@ class CrossEncoderScorer:
     def warm_up(self) -> None:
         if self._model is not None:
             return
+        from huggingface_hub import is_offline_mode, try_to_load_from_cache
+
+        resolved = resolve_model(self.model_name)
+        if (resolved.source == "hub" and is_offline_mode()
+                and not isinstance(try_to_load_from_cache(resolved.path, "config.json"), str)):
+            # Fail before importing torch: a replica that falls back then costs ~100 MiB, not
+            # ~400 (the weight-free scorers need neither torch nor transformers).
+            raise FileNotFoundError(
+                f"{self.model_name!r} is not a local path, not bundled, not in the Hugging Face "
+                "cache, and the hub is offline (HF_HUB_OFFLINE)")
         import torch
-        from huggingface_hub import is_offline_mode
         from sentence_transformers import CrossEncoder
 
         device = pick_device(self.device_requested)
-        resolved = resolve_model(self.model_name)
         kwargs = {
             "device": device,
             "max_length": self.max_length,
