@@ -37,6 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port, pct, wait_http  # noqa: E402
 
 
+class _SkipRamp(Exception):
+    pass
+
+
 def documents(corpus: str | None, n: int) -> tuple[list[dict], list[str]]:
     if corpus:
         docs, queries = [], []
@@ -155,7 +159,9 @@ def main() -> int:
                 rows.append(line("ragserve", "/v1/query", r))
                 print(rows[-1], flush=True)
 
-        # ---- autoscaling under a ramp
+        # ---- autoscaling under a ramp (--ramp-s 0 skips it)
+        if args.ramp_s <= 0:
+            raise _SkipRamp
         counts: list[tuple[float, int, int]] = []
         stop = threading.Event()
         t0 = time.monotonic()
@@ -191,6 +197,8 @@ def main() -> int:
               f"replicas (t s, running, total) at each change: {changes}")
         print("   ramp: " + "; ".join(f"{r['clients']} clients {r['rps']:.1f} req/s "
                                       f"p95 {r['p95']:.0f} ms" for r in ramp))
+    except _SkipRamp:
+        pass
     finally:
         serve.shutdown()
         ray.shutdown()
