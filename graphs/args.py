@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ragserve.config import (
     CacheConfig,
@@ -85,11 +85,18 @@ class IngressConfig(StrictModel):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     stage_timeout_s: float = Field(default=60.0, gt=0, description="Per stage call.")
     stage_timeouts_s: dict[Literal["embedder", "retriever", "reranker", "generator"], float] = Field(
-        default_factory=lambda: {"reranker": 5.0},
-        description="Per-stage overrides of stage_timeout_s. The reranker is optional: past its "
-        "budget the retriever's order is served (degraded) instead of waiting.",
+        default_factory=dict, validate_default=True,
+        description="Per-stage overrides of stage_timeout_s. The reranker's is 5 s unless set: "
+        "it is optional, so past its budget the retriever's order is served (degraded).",
     )
     cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    @field_validator("stage_timeouts_s")
+    @classmethod
+    def _reranker_budget(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(t <= 0 for t in v.values()):
+            raise ValueError("stage timeouts must be positive")
+        return {"reranker": 5.0, **v}  # setting other stages keeps the reranker's default
 
 
 class _Stage(StrictModel):

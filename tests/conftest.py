@@ -20,24 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768–60999 on Linux) and above
-    Ray's worker ports (10002–19999): a port handed out by the kernel (bind to 0) can be taken by
-    one of the many outgoing connections Ray opens before the server that asked for it binds."""
-    import random
-
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.common import free_port  # noqa: E402  (one port picker for tests and benchmarks)
 
 
 @pytest.fixture(scope="session")

@@ -144,12 +144,13 @@ class FallbackGenerator:
         log.debug("route %s (%s)", route, reason)
         return ([self.simple] if route == "simple" else []) + list(self.members), route
 
-    def _skip_reason(self, m: ChainMember) -> str | None:
-        if m.load_error is not None:
-            return "not loaded"
-        if not m.breaker.allow():
-            return "circuit open"
-        return None
+    def _usable(self, m: ChainMember, attempts: list[GenerationAttempt]) -> bool:
+        """Whether ``m`` may be tried now; if not, record why it was skipped."""
+        skip = ("not loaded" if m.load_error is not None
+                else None if m.breaker.allow() else "circuit open")
+        if skip is not None:
+            attempts.append(GenerationAttempt(backend=m.name, outcome="skipped", reason=skip))
+        return skip is None
 
     # ------------------------------------------------------------------ one backend
 
@@ -219,9 +220,7 @@ class FallbackGenerator:
         deadline = self._clock() + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for m in members:
-            skip = self._skip_reason(m)
-            if skip is not None:
-                attempts.append(GenerationAttempt(backend=m.name, outcome="skipped", reason=skip))
+            if not self._usable(m, attempts):
                 continue
 
             async def call(timeout: float, m: ChainMember = m) -> GenerationResult:
@@ -243,9 +242,7 @@ class FallbackGenerator:
         deadline = self._clock() + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for m in members:
-            skip = self._skip_reason(m)
-            if skip is not None:
-                attempts.append(GenerationAttempt(backend=m.name, outcome="skipped", reason=skip))
+            if not self._usable(m, attempts):
                 continue
 
             async def first(timeout: float, m: ChainMember = m):

@@ -320,3 +320,15 @@ async def test_a_streamed_answer_extends_the_session():
     assert events[-1][1]["answer"]
     await p.query(QueryRequest(query="and alpha?", session_id="z"))
     assert gen.requests[-1].history[0][0] == "what is beta?"
+
+
+def test_stage_budgets_keep_the_reranker_default():
+    from graphs.args import IngressConfig
+
+    assert IngressConfig().stage_timeouts_s == {"reranker": 5.0}
+    cfg = IngressConfig.model_validate({"stage_timeouts_s": {"retriever": 10}})
+    assert cfg.stage_timeouts_s == {"reranker": 5.0, "retriever": 10}
+    assert IngressConfig.model_validate(
+        {"stage_timeouts_s": {"reranker": 1}}).stage_timeouts_s == {"reranker": 1}
+    with pytest.raises(ValueError):
+        IngressConfig.model_validate({"stage_timeouts_s": {"embedder": 0}})
