@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--wait-s", type=float, default=0.01, help="@serve.batch wait timeout")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="concurrent model calls in the Serve replica (default: one per thread on CPU)")
     args = ap.parse_args()
     texts = load_texts(args.texts, args.corpus)
     print(f"{len(texts)} texts, mean {sum(len(t.split()) for t in texts) / len(texts):.0f} words; "
@@ -63,8 +65,9 @@ def main() -> int:
     from ragserve.config import EmbedderConfig
     from ragserve.embedding import SentenceTransformerEmbedder
 
-    config = EmbedderConfig(model=args.model, torch_threads=args.threads, device=args.device)
-    raw = SentenceTransformerEmbedder(config)
+    config = EmbedderConfig(model=args.model, torch_threads=args.threads, device=args.device,
+                            workers=args.workers)
+    raw = SentenceTransformerEmbedder(config.model_copy(update={"workers": 1}))
     raw.warm_up()
     model = raw.model
     model.encode(texts[:64], batch_size=32)  # warm

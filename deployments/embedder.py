@@ -19,13 +19,23 @@ MAX_TEXTS_PER_CALL = 4096
 class EmbedderDeployment:
     """Each text is one batch item, so single-query calls from many requests coalesce into one
     model call, and a large ingestion call fills whole batches by itself. ``max_batch_size`` and
-    ``batch_wait_timeout_s`` come from ``user_config`` and change without a restart."""
+    ``batch_wait_timeout_s`` come from ``user_config`` and change without a restart. As many
+    batches run at once as the backend has workers (``EmbedderConfig.workers``)."""
 
     def __init__(self, config: EmbedderConfig, backend_cls: type = SentenceTransformerEmbedder):
         self.config = EmbedderConfig.model_validate(config)
         self.backend = backend_cls(self.config)
         self.backend.warm_up()
-        self._apply_batching(self.config.batching)
+        # Built per replica: max_concurrent_batches is fixed when the batcher is made, and it
+        # follows the worker count the backend chose for this replica's device. One batch more
+        # than workers: the next batch forms while the others run, so no worker waits for it.
+        batching = self.config.batching
+        self._embed_batch = serve.batch(
+            max_batch_size=batching.max_batch_size,
+            batch_wait_timeout_s=batching.batch_wait_timeout_s,
+            max_concurrent_batches=getattr(self.backend, "workers", 1) + 1,
+        )(self._encode_items)
+        self._apply_batching(batching)
 
     def reconfigure(self, user_config: dict) -> None:
         self._apply_batching(BatchingConfig.model_validate(user_config or {}))
@@ -44,8 +54,7 @@ class EmbedderDeployment:
             raise InvalidRequestError("texts must be strings")
         return list(await asyncio.gather(*(self._embed_batch((t, kind)) for t in texts)))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, items: list[tuple[str, InputKind]]) -> list[list[float]]:
+    async def _encode_items(self, items: list[tuple[str, InputKind]]) -> list[list[float]]:
         texts = [t for t, _ in items]
         kinds = [k for _, k in items]
         vectors = await asyncio.to_thread(self.backend.encode, texts, kinds)

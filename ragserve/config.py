@@ -63,7 +63,14 @@ class EmbedderConfig(StrictModel):
     passage_prefix: str = Field(default="", description="Prepended to passages.")
     normalize: bool = Field(default=True, description="Unit-length vectors (cosine = dot).")
     torch_threads: int | None = Field(
-        default=None, ge=1, description="Intra-op threads; default: the replica's CPUs."
+        default=None, ge=1,
+        description="CPU threads the replica's model calls may use in all; default: torch's own.",
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Model calls a replica runs at once, each on torch_threads // workers "
+        "intra-op threads. None: one per torch thread on CPU (two one-thread calls outrun one "
+        "two-thread call by ~25% on 2 cores, BENCHMARKS.md), 1 on CUDA.",
     )
     max_input_chars: int = Field(
         default=20_000, ge=100, description="Characters kept per input before tokenising."
@@ -75,6 +82,13 @@ class EmbedderConfig(StrictModel):
         "(fastest on 2 cores, BENCHMARKS.md), 128 on CUDA.",
     )
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @model_validator(mode="after")
+    def _workers_fit_threads(self) -> EmbedderConfig:
+        if self.workers and self.torch_threads and self.workers > self.torch_threads:
+            raise ValueError(f"workers ({self.workers}) must not exceed torch_threads "
+                             f"({self.torch_threads}): each worker needs at least one thread")
+        return self
 
 
 class LexicalConfig(StrictModel):

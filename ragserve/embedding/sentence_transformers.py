@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -17,9 +17,65 @@ from ragserve.config import EmbedderConfig
 from ragserve.models import resolve_model
 from ragserve.schemas import EmbedderInfo, InputKind
 
-__all__ = ["SentenceTransformerEmbedder", "pick_device"]
+__all__ = ["SentenceTransformerEmbedder", "pick_device", "plan_workers", "split_passes"]
 
 log = logging.getLogger("ragserve.embedder")
+
+
+def plan_workers(workers: int | None, torch_threads: int | None, device: str) -> tuple[int, int | None]:
+    """(concurrent model calls, intra-op threads for each; None leaves torch's default).
+
+    On CPU, several one-thread calls beat one call on every thread: a parallel region waits
+    for its slowest thread, and on a shared host that thread is often pre-empted. On CUDA the
+    device does the work: one call at a time unless asked."""
+    if device != "cpu":
+        return workers or 1, torch_threads
+    threads = torch_threads or _usable_cpus()
+    workers = workers or threads
+    return workers, max(1, threads // workers)
+
+
+def split_passes(lengths: list[int], max_size: int, workers: int) -> list[tuple[int, int]]:
+    """Cut texts sorted longest first (their ``lengths``) into contiguous ``(start, end)`` passes.
+
+    A pass costs about its size times its longest text (everything is padded to it), so the
+    passes are balanced by that cost, not by count: the pass of long texts holds fewer of them,
+    and parallel workers finish together. At most ``max_size`` texts per pass; with several
+    workers, at least two passes per worker when there are enough texts, so the pool evens
+    out what the cost estimate misses."""
+    n = len(lengths)
+    if n == 0:
+        return []
+    want = max(-(-n // max_size), min(2 * workers, n) if workers > 1 else 1)
+    lengths = [max(1, x) for x in lengths]
+
+    def pack(limit: int) -> list[tuple[int, int]]:
+        spans, start = [], 0
+        while start < n:
+            end = start + 1
+            while end < n and end - start < max_size and (end + 1 - start) * lengths[start] <= limit:
+                end += 1
+            spans.append((start, end))
+            start = end
+        return spans
+
+    lo, hi = lengths[0], max_size * lengths[0]  # the smallest cost that fits `want` passes
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(pack(mid)) <= want:
+            hi = mid
+        else:
+            lo = mid + 1
+    return pack(lo)
+
+
+def _usable_cpus() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def pick_device(requested: str) -> str:
@@ -36,7 +92,8 @@ class SentenceTransformerEmbedder:
     """Embeds texts with a sentence-transformers model, any name or path.
 
     ``__init__`` only stores the config; ``warm_up()`` loads the model (seconds, CPU-bound).
-    ``encode`` is synchronous and thread-safe (one model call at a time); ``embed`` runs it off
+    ``encode`` is synchronous and thread-safe: its passes run on a pool of ``workers`` threads
+    sharing the weights, each on ``threads_per_worker`` intra-op threads. ``embed`` runs it off
     the event loop.
     """
 
@@ -45,7 +102,9 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._device = "unloaded"
         self._dtype = "unloaded"
-        self._lock = threading.Lock()
+        self.workers = 1
+        self.threads_per_worker: int | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def name(self) -> str:
@@ -57,9 +116,13 @@ class SentenceTransformerEmbedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if self.config.torch_threads:
-            torch.set_num_threads(self.config.torch_threads)
         device = pick_device(self.config.device)
+        self.workers, self.threads_per_worker = plan_workers(
+            self.config.workers, self.config.torch_threads, device)
+        if self.threads_per_worker:
+            # Global in torch: every worker thread runs its ops on this many threads.
+            torch.set_num_threads(self.threads_per_worker)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed-worker")
         dtype = self.config.dtype
         if dtype == "auto":
             dtype = "float16" if device == "cuda" else "float32"
@@ -73,6 +136,9 @@ class SentenceTransformerEmbedder:
         if self.config.max_seq_length:
             model.max_seq_length = self.config.max_seq_length
         model.eval()
+        # One call before any concurrent ones: the tokenizer settles its truncation/padding
+        # state here, so later calls from several threads only read it.
+        model.encode(["warm up"], batch_size=1, show_progress_bar=False)
         self._model, self._device, self._dtype = model, device, dtype
         self._source = resolved.source
         log.info("embedder loaded: %s from %s on %s/%s", self.config.model, resolved.source, device, dtype)
@@ -106,22 +172,32 @@ class SentenceTransformerEmbedder:
         return [prefix[k] + t[:limit] for t, k in zip(texts, kinds)]
 
     def encode(self, texts: list[str], kinds: list[InputKind]) -> np.ndarray:
-        """Vectors (float32, one row per text, in input order)."""
+        """Vectors (float32, one row per text, in input order).
+
+        The texts are sorted by length and cut into passes (``split_passes``): at most
+        ``encode_batch_size`` each, and at least one per worker, so a single large call keeps
+        every worker busy and short texts are not padded to the longest. The passes of all
+        concurrent calls share the worker pool."""
         if not texts:
             return np.zeros((0, self.info().dimension), dtype=np.float32)
         prepared = self._prepare(texts, kinds)
         order = sorted(range(len(prepared)), key=lambda i: len(prepared[i]), reverse=True)
-        with self._lock:
-            vectors = self.model.encode(
-                [prepared[i] for i in order],
-                batch_size=self.encode_batch_size,
-                normalize_embeddings=self.config.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        ordered = [prepared[i] for i in order]
+        passes = split_passes([len(t) for t in ordered], self.encode_batch_size, self.workers)
+        parts = list(self._pool.map(lambda span: self._encode_pass(ordered[span[0]:span[1]]), passes))
+        vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         out = np.empty_like(vectors, dtype=np.float32)
         out[order] = vectors
         return out
+
+    def _encode_pass(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=len(texts),
+            normalize_embeddings=self.config.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
     async def embed(self, texts: list[str], kind: InputKind = "passage") -> list[list[float]]:
         vectors = await asyncio.to_thread(self.encode, texts, [kind] * len(texts))
@@ -129,4 +205,5 @@ class SentenceTransformerEmbedder:
 
     def health(self) -> dict:
         info = self.info()
-        return {"backend": self.name, "source": getattr(self, "_source", None), **info.model_dump()}
+        return {"backend": self.name, "source": getattr(self, "_source", None), **info.model_dump(),
+                "workers": self.workers, "threads_per_worker": self.threads_per_worker}
