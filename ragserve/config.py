@@ -129,6 +129,12 @@ class RetrieverConfig(StrictModel):
         default=2, ge=1, le=10, description="Hybrid: each side prefetches factor × top_k."
     )
     lexical: LexicalConfig = Field(default_factory=LexicalConfig)
+    local_sparse_index: bool = Field(
+        default=True,
+        description="Local mode: answer the lexical side of sparse/hybrid queries from an "
+        "in-memory inverted index mirroring the collection (same scores; Qdrant's local mode "
+        "scans every point in Python). Ignored with a server.",
+    )
 
     @property
     def local(self) -> bool:

@@ -7,6 +7,9 @@ embedding model and dimension so a replica started with another embedder refuses
 Local mode is for development and small corpora: qdrant-client runs every call synchronously on
 the event loop (an exact brute-force search), and the folder is locked by the one client that
 opened it, so only one process (one retriever replica) can use it. Use a server beyond that.
+Its sparse scoring is a Python scan of every point, so in local mode the retriever answers the
+lexical side from an in-process inverted index that mirrors every write (``SparseIndex``, same
+scores) and fuses it with Qdrant's dense results the way Qdrant would.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import httpx
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_client.hybrid.fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 
 from ragserve.config import RetrievalMode, RetrieverConfig
 from ragserve.errors import (
@@ -31,6 +35,7 @@ from ragserve.errors import (
     StageUnavailableError,
 )
 from ragserve.retrieval.sparse import LexicalEncoder
+from ragserve.retrieval.sparse_index import SparseIndex
 from ragserve.schemas import Chunk, EmbedderInfo, Filters, ScoredChunk
 
 __all__ = ["QdrantRetriever", "VECTOR_NAME", "SCHEMA_VERSION"]
@@ -58,6 +63,7 @@ class QdrantRetriever:
         self.encoder = LexicalEncoder(config.lexical)
         self._client: AsyncQdrantClient | None = None
         self._has_sparse = True  # set from the collection by ensure_collection
+        self._sparse_index: SparseIndex | None = None  # local mode: built by ensure_collection
 
     @property
     def name(self) -> str:
@@ -145,6 +151,29 @@ class QdrantRetriever:
                 log.warning("collection %r has no lexical vectors (built before hybrid search): "
                             "sparse and hybrid queries use dense retrieval until it is re-indexed",
                             self.collection)
+            elif self.config.local and self.config.local_sparse_index:
+                self._sparse_index = await self._load_sparse_index()
+
+    async def _load_sparse_index(self) -> SparseIndex:
+        index = SparseIndex()
+        docs: dict[str, list[tuple[str, list[int], list[float]]]] = {}
+        offset = None
+        while True:
+            points, offset = await self.client.scroll(
+                self.collection, limit=_PAGE, offset=offset, with_payload=["doc_id"],
+                with_vectors=[SPARSE_NAME],
+            )
+            for p in points:
+                sparse = (p.vector or {}).get(SPARSE_NAME) if isinstance(p.vector, dict) else None
+                if sparse is not None and p.payload:
+                    docs.setdefault(p.payload["doc_id"], []).append(
+                        (str(p.id), list(sparse.indices), list(sparse.values)))
+            if offset is None:
+                break
+        for doc_id, points in docs.items():
+            index.replace_document(doc_id, points)
+        log.info("lexical index of %r: %d points in memory", self.collection, len(index))
+        return index
 
     async def _check_collection(self, embedder: EmbedderInfo) -> None:
         info = await self.client.get_collection(self.collection)
@@ -210,6 +239,8 @@ class QdrantRetriever:
         if self.config.hnsw_ef and not self.config.local:
             search_params = qm.SearchParams(hnsw_ef=self.config.hnsw_ef)
         query_filter = _metadata_filter(filters)
+        if mode != "dense" and self._sparse_index is not None and query_filter is None:
+            return await self._search_indexed(vector, top_k, query_text or "", mode)
         kwargs: dict[str, Any] = {}
         if mode == "dense":
             kwargs = {"query": vector, "using": VECTOR_NAME}
@@ -243,6 +274,35 @@ class QdrantRetriever:
         return [
             ScoredChunk(**_chunk_fields(p.id, p.payload), score=p.score, retrieval_score=p.score)
             for p in result.points
+        ]
+
+    async def _search_indexed(self, vector: list[float], top_k: int, query_text: str,
+                              mode: RetrievalMode) -> list[ScoredChunk]:
+        """Local mode's sparse and hybrid search: the lexical side from ``SparseIndex``, the
+        dense side and the payloads from Qdrant, fused with qdrant-client's own functions (the
+        ones local mode applies to prefetches). Filtered queries take Qdrant's path."""
+        assert self._sparse_index is not None
+        indices, values = self.encoder.query(query_text)
+        depth = top_k * self.config.prefetch_factor if mode == "hybrid" else top_k
+        lexical = [qm.ScoredPoint(id=pid, version=0, score=score)
+                   for pid, score in self._sparse_index.search(indices, values, depth)]
+        with self._errors("search"):
+            if mode == "sparse":
+                ranked = lexical[:top_k]
+            else:
+                dense = (await self.client.query_points(
+                    self.collection, query=vector, using=VECTOR_NAME, limit=depth,
+                    with_payload=False, with_vectors=False,
+                )).points
+                sources = [dense, lexical]
+                ranked = (reciprocal_rank_fusion(sources, limit=top_k) if self.config.fusion == "rrf"
+                          else distribution_based_score_fusion(sources, limit=top_k))
+            records = await self.client.retrieve(
+                self.collection, ids=[p.id for p in ranked], with_payload=True, with_vectors=False)
+        payloads = {str(r.id): r.payload for r in records}
+        return [
+            ScoredChunk(**_chunk_fields(p.id, payloads[str(p.id)]), score=p.score, retrieval_score=p.score)
+            for p in ranked if str(p.id) in payloads
         ]
 
     async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
@@ -325,6 +385,7 @@ class QdrantRetriever:
         if not documents:
             return
         doc_ids, points, new_ids = [], [], []
+        lexical: dict[str, list[tuple[str, list[int], list[float]]]] = {}
         for doc_id, chunks, vectors in documents:
             if len(chunks) != len(vectors):
                 raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
@@ -338,6 +399,7 @@ class QdrantRetriever:
                     idx, val = self.encoder.document(c.text)
                     if idx:
                         vector[SPARSE_NAME] = qm.SparseVector(indices=idx, values=val)
+                    lexical.setdefault(doc_id, []).append((c.chunk_id, idx, val))
                 points.append(qm.PointStruct(id=c.chunk_id, vector=vector, payload=_payload(c)))
                 new_ids.append(c.chunk_id)
             doc_ids.append(doc_id)
@@ -351,6 +413,9 @@ class QdrantRetriever:
         operations.append(qm.DeleteOperation(delete=qm.FilterSelector(filter=stale)))
         with self._errors("replace_documents"):
             await self.client.batch_update_points(self.collection, operations, wait=True)
+        if self._sparse_index is not None:  # only after Qdrant applied it
+            for doc_id in doc_ids:
+                self._sparse_index.replace_document(doc_id, lexical.get(doc_id, []))
 
     async def delete_document(self, doc_id: str) -> int:
         """Delete every chunk of the document; returns the count taken just before deleting."""
@@ -366,6 +431,8 @@ class QdrantRetriever:
                     points_selector=qm.FilterSelector(filter=_doc_filter(doc_id)),
                     wait=True,
                 )
+        if self._sparse_index is not None:
+            self._sparse_index.delete_document(doc_id)
         return n
 
     # ------------------------------------------------------------------ errors

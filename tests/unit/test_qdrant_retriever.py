@@ -265,3 +265,72 @@ async def test_sparse_and_hybrid_modes_rank_by_terms(retriever):
     hybrid = await retriever.search(q, 3, query_text="quokka island", mode="hybrid")
     assert hybrid[0].doc_id == "doc-a" and {h.doc_id for h in hybrid} == {"doc-a", "doc-b", "doc-c"}
     assert (await retriever.search(q, 3, mode="sparse"))[0].doc_id in {"doc-b", "doc-c"}  # no text: dense
+
+
+# ------------------------------------------------------------ local mode's lexical index
+
+# A vocabulary large enough that two points rarely tie: at a prefetch's cut-off, tied points
+# may be taken in either order, by Qdrant as by the index.
+WORDS = [a + b for a in ("cell", "gene", "immun", "vacc", "recept", "kinas", "neur", "membr",
+                         "enzym", "mutat", "insul", "tumor")
+         for b in ("ology", "ase", "ic", "itis", "oma", "gen", "cyte", "plast", "phage", "tide")]
+
+
+def _random_text(rng: np.random.Generator) -> str:
+    return " ".join(rng.choice(WORDS, size=int(rng.integers(3, 30))))
+
+
+async def _both_paths(r: QdrantRetriever, vector, query: str, mode: str):
+    index, r._sparse_index = r._sparse_index, None
+    try:
+        qdrant = await r.search(vector, 10, query_text=query, mode=mode)  # Qdrant's own scan
+    finally:
+        r._sparse_index = index
+    return qdrant, await r.search(vector, 10, query_text=query, mode=mode)
+
+
+@pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
+async def test_lexical_index_scores_as_qdrant_does_through_writes_and_reopen(tmp_path, fusion):
+    rng = np.random.default_rng(7)
+    config = RetrieverConfig(path=str(tmp_path / "q"), collection="lex", fusion=fusion)
+    r = QdrantRetriever(config)
+    await r.warm_up()
+    await r.ensure_collection(INFO)
+    docs = {f"doc-{i}": [_random_text(rng) for _ in range(int(rng.integers(1, 4)))] for i in range(60)}
+    await r.replace_documents([(d, *make_chunks(d, texts)) for d, texts in docs.items()])
+    await r.replace_document("doc-1", *make_chunks("doc-1", ["glucagon secretion pathway"]))
+    await r.delete_document("doc-2")
+    await r.replace_document("doc-3", *make_chunks("doc-3", ["...", "?!"]))  # no terms at all
+    queries = [_random_text(rng) for _ in range(15)] + ["glucagon kinase", "unknownword"]
+    try:
+        for reopened in (False, True):
+            if reopened:  # the index is rebuilt from the collection on start-up
+                await r.aclose()
+                r = QdrantRetriever(config)
+                await r.warm_up()
+                await r.ensure_collection(INFO)
+            assert r._sparse_index is not None and len(r._sparse_index) == await r.count() - 2
+            for q in queries:
+                v = unit(rng.normal(size=DIM))
+                for mode in ("sparse", "hybrid"):
+                    qdrant, indexed = await _both_paths(r, v, q, mode)
+                    assert [h.score for h in indexed] == pytest.approx([h.score for h in qdrant], abs=1e-5)
+                    # equal scores may come in either order: compare ids grouped by score
+                    assert sorted((round(h.score, 5), h.chunk_id) for h in indexed) == \
+                        sorted((round(h.score, 5), h.chunk_id) for h in qdrant)
+                    assert all(h.text for h in indexed)
+            hits = await r.search(unit(rng.normal(size=DIM)), 3, query_text="glucagon", mode="sparse")
+            assert [h.doc_id for h in hits] == ["doc-1"]  # only points sharing a term
+            assert "doc-2" not in {h.doc_id for h in await r.search(
+                unit(rng.normal(size=DIM)), 60, query_text=" ".join(WORDS), mode="sparse")}
+    finally:
+        await r.aclose()
+
+
+async def test_filtered_hybrid_queries_take_qdrants_path(retriever):
+    chunks, vectors = make_chunks("a", ["insulin receptor"], source="x")
+    await retriever.replace_document("a", chunks, vectors)
+    chunks, vectors = make_chunks("b", ["insulin receptor kinase"], source="y")
+    await retriever.replace_document("b", chunks, vectors)
+    hits = await retriever.search(vectors[0], 5, {"source": "x"}, query_text="insulin", mode="hybrid")
+    assert [h.doc_id for h in hits] == ["a"]
