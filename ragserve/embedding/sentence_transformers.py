@@ -35,19 +35,25 @@ def plan_workers(workers: int | None, torch_threads: int | None, device: str) ->
     return workers, max(1, threads // workers)
 
 
-def split_passes(lengths: list[int], max_size: int, workers: int) -> list[tuple[int, int]]:
+MIN_PASS_CHARS = 2048  # below ~500 tokens a pass is mostly per-call overhead: do not split it
+
+
+def split_passes(lengths: list[int], max_size: int, workers: int,
+                 min_pass_chars: int = MIN_PASS_CHARS) -> list[tuple[int, int]]:
     """Cut texts sorted longest first (their ``lengths``) into contiguous ``(start, end)`` passes.
 
     A pass costs about its size times its longest text (everything is padded to it), so the
     passes are balanced by that cost, not by count: the pass of long texts holds fewer of them,
     and parallel workers finish together. At most ``max_size`` texts per pass; with several
-    workers, at least two passes per worker when there are enough texts, so the pool evens
-    out what the cost estimate misses."""
+    workers, up to two passes per worker when there is enough text (``min_pass_chars`` each),
+    so the pool evens out what the cost estimate misses. A batch of short queries stays one
+    pass: a model call has a fixed cost that many tiny passes would pay again and again."""
     n = len(lengths)
     if n == 0:
         return []
-    want = max(-(-n // max_size), min(2 * workers, n) if workers > 1 else 1)
     lengths = [max(1, x) for x in lengths]
+    spread = min(2 * workers, n, sum(lengths) // min_pass_chars) if workers > 1 else 1
+    want = max(-(-n // max_size), spread, 1)
 
     def pack(limit: int) -> list[tuple[int, int]]:
         spans, start = [], 0

@@ -39,7 +39,7 @@ def _check_spans(spans, n, max_size):
                                                 (64, 128, 1), (7, 2, 3)])
 def test_passes_cover_every_text_once_within_the_size_cap(n, max_size, workers):
     lengths = sorted(np.random.default_rng(n).integers(10, 1000, n).tolist(), reverse=True)
-    spans = split_passes(lengths, max_size, workers)
+    spans = split_passes(lengths, max_size, workers, min_pass_chars=1)
     _check_spans(spans, n, max_size)
     if workers > 1:
         assert len(spans) >= min(2 * workers, n)
@@ -49,10 +49,15 @@ def test_passes_cover_every_text_once_within_the_size_cap(n, max_size, workers):
 
 def test_passes_are_balanced_by_padded_cost_not_count():
     lengths = [800] * 4 + [100] * 28  # four long texts, many short ones
-    spans = split_passes(lengths, 32, 2)
+    spans = split_passes(lengths, 32, 2, min_pass_chars=1)
     costs = [(b - a) * lengths[a] for a, b in spans]
     assert (spans[0][1] - spans[0][0]) < 8  # the long texts travel in a small pass
     assert max(costs) <= 2 * min(costs) + 800
+
+
+def test_short_queries_stay_in_one_pass():
+    assert split_passes([60] * 16, 32, 2) == [(0, 16)]
+    assert len(split_passes([600] * 16, 32, 2)) == 4  # enough text: two passes per worker
 
 
 def test_no_texts_no_passes():
