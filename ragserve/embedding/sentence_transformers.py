@@ -35,7 +35,7 @@ def plan_workers(workers: int | None, torch_threads: int | None, device: str) ->
     return workers, max(1, threads // workers)
 
 
-MIN_PASS_CHARS = 2048  # below ~500 tokens a pass is mostly per-call overhead: do not split it
+MIN_PASS_CHARS = 512  # below ~130 tokens a pass is mostly per-call overhead: do not split it
 
 
 def split_passes(lengths: list[int], max_size: int, workers: int,

@@ -56,7 +56,7 @@ def test_passes_are_balanced_by_padded_cost_not_count():
 
 
 def test_short_queries_stay_in_one_pass():
-    assert split_passes([60] * 16, 32, 2) == [(0, 16)]
+    assert split_passes([30] * 16, 32, 2) == [(0, 16)]
     assert len(split_passes([600] * 16, 32, 2)) == 4  # enough text: two passes per worker
 
 
