@@ -19,8 +19,8 @@ MAX_TEXTS_PER_CALL = 4096
 class EmbedderDeployment:
     """Each text is one batch item, so single-query calls from many requests coalesce into one
     model call, and a large ingestion call fills whole batches by itself. ``max_batch_size`` and
-    ``batch_wait_timeout_s`` come from ``user_config`` and change without a restart. As many
-    batches run at once as the backend has workers (``EmbedderConfig.workers``)."""
+    ``batch_wait_timeout_s`` come from ``user_config`` and change without a restart. Up to one
+    batch more than the backend has workers (``EmbedderConfig.workers``) runs at once."""
 
     def __init__(self, config: EmbedderConfig, backend_cls: type = SentenceTransformerEmbedder):
         self.config = EmbedderConfig.model_validate(config)
