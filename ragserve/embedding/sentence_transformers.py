@@ -22,15 +22,18 @@ __all__ = ["SentenceTransformerEmbedder", "pick_device", "plan_workers", "split_
 log = logging.getLogger("ragserve.embedder")
 
 
-def plan_workers(workers: int | None, torch_threads: int | None, device: str) -> tuple[int, int | None]:
+def plan_workers(workers: int | None, torch_threads: int | None, device: str,
+                 default_threads: int = 1) -> tuple[int, int | None]:
     """(concurrent model calls, intra-op threads for each; None leaves torch's default).
+    ``default_threads`` stands in for an unset ``torch_threads`` on CPU: torch's own count,
+    which follows ``OMP_NUM_THREADS`` (Ray sets it to the replica's ``num_cpus``).
 
     On CPU, several one-thread calls beat one call on every thread: a parallel region waits
     for its slowest thread, and on a shared host that thread is often pre-empted. On CUDA the
     device does the work: one call at a time unless asked."""
     if device != "cpu":
         return workers or 1, torch_threads
-    threads = torch_threads or _usable_cpus()
+    threads = torch_threads or default_threads
     workers = workers or threads
     return workers, max(1, threads // workers)
 
@@ -75,15 +78,6 @@ def split_passes(lengths: list[int], max_size: int, workers: int,
     return pack(lo)
 
 
-def _usable_cpus() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def pick_device(requested: str) -> str:
     import torch
 
@@ -124,7 +118,7 @@ class SentenceTransformerEmbedder:
 
         device = pick_device(self.config.device)
         self.workers, self.threads_per_worker = plan_workers(
-            self.config.workers, self.config.torch_threads, device)
+            self.config.workers, self.config.torch_threads, device, torch.get_num_threads())
         if self.threads_per_worker:
             # Global in torch: every worker thread runs its ops on this many threads.
             torch.set_num_threads(self.threads_per_worker)

@@ -151,7 +151,9 @@ class QdrantRetriever:
                 log.warning("collection %r has no lexical vectors (built before hybrid search): "
                             "sparse and hybrid queries use dense retrieval until it is re-indexed",
                             self.collection)
-            elif self.config.local and self.config.local_sparse_index:
+            elif self.config.local and self.config.local_sparse_index and self._sparse_index is None:
+                # Once per process: this replica is the folder's only writer, so the mirror
+                # stays in step after that (every ingress replica calls ensure_collection).
                 self._sparse_index = await self._load_sparse_index()
 
     async def _load_sparse_index(self) -> SparseIndex:

@@ -17,6 +17,7 @@ def test_cpu_workers_default_to_one_thread_each():
     assert plan_workers(None, 4, "cpu") == (4, 1)
     assert plan_workers(2, 4, "cpu") == (2, 2)
     assert plan_workers(1, 2, "cpu") == (1, 2)
+    assert plan_workers(None, None, "cpu", default_threads=3) == (3, 1)  # torch's own count
 
 
 def test_cuda_runs_one_call_at_a_time_unless_asked():
