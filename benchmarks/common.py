@@ -20,6 +20,13 @@ for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
     os.environ.setdefault(key, value)
 RAY_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}}
 
+# Serve's process-wide settings, as `make serve` sets them (throughput mode; run a benchmark
+# with RAGSERVE_SERVE_MODE=classic for Serve's Python proxy), for the Ray a benchmark starts.
+from graphs.serve_env import export_for_ray, serve_env  # noqa: E402
+
+SERVE_MODE = os.environ.get("RAGSERVE_SERVE_MODE") or "throughput"
+export_for_ray(serve_env(local=True, mode=SERVE_MODE))
+
 QUESTIONS = [
     "How does the embedder batch requests?",
     "What happens when the reranker model cannot be loaded?",
@@ -41,7 +48,7 @@ def free_port() -> int:
     import random
 
     for _ in range(200):
-        port = random.randrange(20000, 32000)
+        port = random.randrange(20000, 30000)  # 30000-31000: Serve's direct-ingress ports
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -71,3 +78,35 @@ def wait_http(url: str, timeout_s: float = 300, proc=None) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(url)
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process, keyed by ``name[pid]``, where
+    a Ray actor's name is its title (``ray::ServeReplica:app:Embedder``)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = (cmd[0].decode(errors="replace") if cmd and cmd[0] else stat.split()[1])
+        name = name.rsplit("/", 1)[-1].split(" ")[0][:60]
+        out[f"{name}[{pid}]"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], requests: int,
+               top: int = 10) -> str:
+    """Per-process CPU between two ``process_cpu_seconds`` snapshots, in ms per request."""
+    used = {k: after[k] - before.get(k, 0.0) for k in after}
+    busy = sorted(((v, k) for k, v in used.items() if v > 0), reverse=True)
+    total = sum(v for v, _ in busy)
+    parts = [f"{k} {v * 1000 / max(requests, 1):.1f}" for v, k in busy[:top]]
+    return (f"CPU per request {total * 1000 / max(requests, 1):.1f} ms: " + ", ".join(parts))

@@ -8,6 +8,9 @@ export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled TOKENIZERS_PARALLELISM=f
 CONFIG=${RAGSERVE_CONFIG:-configs/local.yaml}
 URL=${RAGSERVE_URL:-http://127.0.0.1:8000}
 PATH="$PWD/.venv/bin:$PATH"
+# Ray Serve's process-wide settings (throughput mode: HAProxy in front, gRPC between stages);
+# RAGSERVE_SERVE_MODE=classic keeps Serve's Python proxy. See graphs/serve_env.py.
+eval "$(python -m graphs.serve_env --local)"
 
 start=$(date +%s)
 serve run "$CONFIG" &

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.common import free_port  # noqa: E402  (one port picker for tests and benchmarks)
+from graphs.serve_env import export_for_ray, serve_env  # noqa: E402
+
+
+def isolated_serve_env() -> dict[str, str]:
+    """Serve's process-wide settings (``graphs.serve_env``) for one more Ray on this machine:
+    its own HAProxy files and ports, so it never meets another test's or a developer's. The
+    folder is short on purpose: Ray nests a 57-character one in it, and HAProxy refuses socket
+    paths over 97 characters."""
+    state_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+    return serve_env(local=True, state_dir=state_dir, haproxy_ports=(free_port(), free_port()))
+
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +50,10 @@ def serve_instance():
     from ray import serve
 
     port = free_port()
+    # The session's Ray runs the way `make serve` runs it; the variables are taken back once it
+    # has started, so that processes the tests start themselves choose their own.
+    saved = dict(os.environ)
+    export_for_ray(isolated_serve_env())
     ray.init(
         num_cpus=4,  # logical CPUs: lets several small test apps be placed on 2 cores
         include_dashboard=False,
@@ -44,6 +62,8 @@ def serve_instance():
             "HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS", "TOKENIZERS_PARALLELISM")}},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ.clear()
+    os.environ.update(saved)
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()

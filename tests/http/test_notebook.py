@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, isolated_serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +17,8 @@ def test_quickstart_notebook_executes(tmp_path, model_cache, monkeypatch):
     monkeypatch.setenv("RAGSERVE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("RAGSERVE_MODEL_CACHE", str(model_cache))
     monkeypatch.setenv("RAGSERVE_PORT", str(free_port()))
+    for key, value in isolated_serve_env().items():  # its own local Ray
+        monkeypatch.setenv(key, value)
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()

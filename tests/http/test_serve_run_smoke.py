@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, free_port, isolated_serve_env, wait_until
 from tests.corpus import DOCUMENTS, QUESTIONS
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,8 @@ def served(tmp_path_factory, model_cache):
     args["generator"]["config"]["default_max_tokens"] = 16
     path = tmp / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           **isolated_serve_env()}  # as scripts/serve_local.sh sets it
     log = open(tmp / "serve.log", "w")
     start = time.monotonic()
     proc = subprocess.Popen(

@@ -13,6 +13,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from graphs.serve_env import serve_env
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -217,6 +219,8 @@ def test_ray_pods_are_hardened_and_left_to_kuberays_probes():
         assert container["image"].startswith("ragserve:0.1.0"), group
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["RAY_USAGE_STATS_ENABLED"] == "0", group
+        # Serve's process-wide settings come from the one definition every launcher uses
+        assert serve_env(local=False, mode="throughput").items() <= env.items(), group
         res = container["resources"]
         assert res["requests"] and res["limits"], group
         assert _cpus(res["requests"]["cpu"]) <= _cpus(res["limits"]["cpu"]), group

