@@ -28,6 +28,8 @@ from ragserve.errors import (
     StageUnavailableError,
 )
 from ragserve.ingest.chunking import TokenChunker, chunk_document
+from ragserve.reranking.factory import order_by_scores
+from ragserve.reranking.lexical import RetrievalOrderScorer
 from ragserve.schemas import (
     Citation,
     DeleteResponse,
@@ -84,6 +86,39 @@ class PipelineSettings:
         return self.stage_timeouts_s.get(stage, self.stage_timeout_s)
 
 
+RETRIEVAL_ORDER = RetrievalOrderScorer()
+
+
+class _PassThroughProbe:
+    """Whether the reranker stage would only keep the retriever's order (its ``retrieval``
+    fallback: no cross-encoder configured or loadable), so a request can skip that hop.
+
+    Asked in the background, never on a request's path: at most once per ``ttl_s``, and until
+    the first answer (or after a failed probe) requests call the reranker as usual. A reranker
+    redeployed with a model is seen within ``ttl_s``."""
+
+    def __init__(self, reranker: Any, ttl_s: float = 10.0) -> None:
+        self._reranker = reranker
+        self._ttl_s = ttl_s
+        self._value = False
+        self._checked_at = float("-inf")
+        self._task: asyncio.Task | None = None
+
+    def passthrough(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= self._ttl_s and (self._task is None or self._task.done()):
+            self._checked_at = now
+            self._task = asyncio.get_running_loop().create_task(self._probe())
+        return self._value
+
+    async def _probe(self) -> None:
+        try:
+            health = await asyncio.wait_for(self._reranker.health(), timeout=5.0)
+            self._value = (health or {}).get("backend") == RETRIEVAL_ORDER.name
+        except Exception:  # noqa: BLE001 - unknown: call the stage, which has its own fallbacks
+            self._value = False
+
+
 class _Clock:
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -111,6 +146,7 @@ class RAGPipeline:
         self.settings = settings or PipelineSettings()
         self.embedder_info: EmbedderInfo | None = None
         self.retriever_name: str | None = None
+        self._reranker_probe = _PassThroughProbe(reranker)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -200,7 +236,13 @@ class RAGPipeline:
         backends.retriever = self.retriever_name
 
         ranked = candidates[: req.rerank_top_n]
-        if candidates:
+        if candidates and self._reranker_probe.passthrough():
+            # The reranker would only keep the retriever's order: skip its hop.
+            ranked = order_by_scores(candidates, RETRIEVAL_ORDER.score(query, candidates),
+                                     req.rerank_top_n)
+            backends.reranker = RETRIEVAL_ORDER.name
+            timings.rerank_ms = 0.0
+        elif candidates:
             t = time.perf_counter()
             try:
                 result = await self._call(

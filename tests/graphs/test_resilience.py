@@ -30,6 +30,9 @@ def app(serve_instance, tmp_path_factory, model_cache):
                        "config": {"cache": {"queries": {"enabled": False}},
                                   # Budgets short enough that a replica restart exceeds them.
                                   "stage_timeouts_s": {"reranker": 1.0, "retriever": 3.0}}}
+    # A reranker that does work on every request: one that only keeps the retriever's order
+    # (the offline default) is skipped by the ingress, and killing it would prove nothing.
+    args["reranker"] = {**args["reranker"], "config": {"fallback": "lexical_fusion"}}
     serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     client = httpx.Client(base_url=serve_instance + PREFIX, timeout=120)
     assert client.post("/v1/documents", json={"documents": DOCUMENTS}).status_code == 200

@@ -153,6 +153,46 @@ async def test_reranker_failure_degrades_to_retriever_order():
     assert [r.doc_id for r in res.results] == ["a", "b"] and res.warnings
 
 
+class CountingReranker:
+    """Answers ``health()`` with ``backend`` and counts the ``rerank`` calls it gets."""
+
+    def __init__(self, backend: str, health_fails: bool = False):
+        self.backend, self.health_fails, self.calls = backend, health_fails, 0
+
+    async def rerank(self, query, chunks, top_n):
+        self.calls += 1
+        return RerankResult(chunks=chunks[:top_n], backend=self.backend)
+
+    async def health(self):
+        if self.health_fails:
+            raise StageUnavailableError("reranker replica died")
+        return {"backend": self.backend}
+
+
+async def _search_twice(p):
+    await p.ingest(DOCS)
+    first = await p.search(SearchRequest(query="alpha", rerank_top_n=1))
+    await asyncio.sleep(0.01)  # the background probe answers
+    return first, await p.search(SearchRequest(query="alpha", rerank_top_n=1))
+
+
+async def test_a_pass_through_reranker_is_skipped_once_known():
+    reranker = CountingReranker("retrieval")
+    first, second = await _search_twice(make(reranker=reranker))
+    assert reranker.calls == 1  # the first request called it; the probe then said "retrieval"
+    assert [r.chunk_id for r in second.results] == [r.chunk_id for r in first.results]
+    assert second.backends.reranker == "retrieval" and second.timings.rerank_ms == 0.0
+    assert not second.degraded
+
+
+@pytest.mark.parametrize("reranker", [CountingReranker("cross-encoder:ms-marco"),
+                                      CountingReranker("retrieval", health_fails=True)],
+                         ids=["model", "probe-fails"])
+async def test_a_reranker_with_a_model_or_unknown_is_always_called(reranker):
+    await _search_twice(make(reranker=reranker))
+    assert reranker.calls == 2
+
+
 async def test_slow_reranker_is_cut_by_the_stage_timeout():
     p = make(reranker=Reranker(delay=1.0), timeout=0.2)
     await p.startup()
