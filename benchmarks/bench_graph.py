@@ -34,7 +34,9 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port, pct, wait_http  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    QUESTIONS, RAY_ENV, ROOT, SERVE_MODE, cpu_report, free_port, pct, process_cpu_seconds,
+    wait_http)
 
 
 class _SkipRamp(Exception):
@@ -61,7 +63,7 @@ def documents(corpus: str | None, n: int) -> tuple[list[dict], list[str]]:
 
 
 async def load(url: str, path: str, queries: list[str], clients: int, seconds: float,
-               extra: dict, field: str = "query") -> dict:
+               extra: dict, field: str = "query", profile: bool = False) -> dict:
     lat: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -83,9 +85,12 @@ async def load(url: str, path: str, queries: list[str], clients: int, seconds: f
                     errors += 1
                 i += clients
 
+        cpu0 = process_cpu_seconds() if profile else {}
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(clients)))
         wall = time.perf_counter() - t0
+        if profile:
+            print("   " + cpu_report(cpu0, process_cpu_seconds(), len(lat) + errors), flush=True)
     return {"clients": clients, "n": len(lat), "rps": len(lat) / wall, "errors": errors,
             "p50": pct(lat, 50) if lat else 0, "p95": pct(lat, 95) if lat else 0,
             "p99": pct(lat, 99) if lat else 0, "mean": statistics.mean(lat) if lat else 0}
@@ -108,8 +113,12 @@ def main() -> int:
     ap.add_argument("--ramp-path", default="/v1/search", choices=["/v1/search", "/v1/embeddings"],
                     help="/v1/embeddings loads the embedder alone (ingress → embedder)")
     ap.add_argument("--ramp-only", action="store_true", help="only the autoscaling ramp")
+    ap.add_argument("--no-peer", action="store_true", help="ragserve only")
+    ap.add_argument("--profile", action="store_true",
+                    help="print CPU per request by process at each load level")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
+    print(f"Serve mode: {SERVE_MODE} (RAGSERVE_SERVE_MODE)")
     docs, queries = documents(args.corpus, args.docs)
     tmp = Path(tempfile.mkdtemp(prefix="ragserve-graph-"))
     search_body = {"top_k": 20, "rerank_top_n": 5}
@@ -145,7 +154,7 @@ def main() -> int:
         for clients in ([] if args.ramp_only else levels):
             rows.append(line("ragserve", "/v1/search",
                              asyncio.run(load(url, "/v1/search", queries, clients, args.seconds,
-                                              search_body))))
+                                              search_body, profile=args.profile))))
             print(rows[-1], flush=True)
         for mode in (() if args.ramp_only else ("dense",)):
             r = asyncio.run(load(url, "/v1/search", queries, 16, args.seconds,
@@ -205,7 +214,8 @@ def main() -> int:
 
     # ---- the LangChain peer over the same collection
     venv = ROOT / ".venv-langchain"
-    if args.ramp_only:
+    if args.ramp_only or args.no_peer:
+        print("\n".join(["", "summary:", *rows]))
         return 0
     if not (venv / "bin" / "python").exists():
         print("peer missing: run benchmarks/peers/setup.sh langchain")
@@ -225,7 +235,7 @@ def main() -> int:
         for clients in levels:
             rows.append(line("langchain", "/v1/search",
                              asyncio.run(load(peer_url, "/v1/search", queries, clients,
-                                              args.seconds, search_body))))
+                                              args.seconds, search_body, profile=args.profile))))
             print(rows[-1], flush=True)
     finally:
         peer.terminate()
