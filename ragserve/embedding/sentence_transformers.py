@@ -105,10 +105,12 @@ class SentenceTransformerEmbedder:
         self.workers = 1
         self.threads_per_worker: int | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._onnx = None  # an OnnxTransformer when config.runtime == "onnx"
 
     @property
     def name(self) -> str:
-        return f"sentence-transformers:{self.config.model}"
+        suffix = "+onnx" if self.config.runtime == "onnx" else ""
+        return f"sentence-transformers:{self.config.model}{suffix}"
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -116,7 +118,7 @@ class SentenceTransformerEmbedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        device = pick_device(self.config.device)
+        device = "cpu" if self.config.runtime == "onnx" else pick_device(self.config.device)
         self.workers, self.threads_per_worker = plan_workers(
             self.config.workers, self.config.torch_threads, device, torch.get_num_threads())
         if self.threads_per_worker:
@@ -139,6 +141,11 @@ class SentenceTransformerEmbedder:
         # One call before any concurrent ones: the tokenizer settles its truncation/padding
         # state here, so later calls from several threads only read it.
         model.encode(["warm up"], batch_size=1, show_progress_bar=False)
+        if self.config.runtime == "onnx":
+            from ragserve.embedding.onnx_runtime import OnnxTransformer
+
+            self._onnx = OnnxTransformer(model, threads=self.threads_per_worker or 1)
+            self._onnx.encode(["warm up"], self.config.normalize)
         self._model, self._device, self._dtype = model, device, dtype
         self._source = resolved.source
         log.info("embedder loaded: %s from %s on %s/%s", self.config.model, resolved.source, device, dtype)
@@ -191,6 +198,8 @@ class SentenceTransformerEmbedder:
         return out
 
     def _encode_pass(self, texts: list[str]) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.encode(texts, self.config.normalize)
         return self.model.encode(
             texts,
             batch_size=len(texts),
@@ -206,4 +215,5 @@ class SentenceTransformerEmbedder:
     def health(self) -> dict:
         info = self.info()
         return {"backend": self.name, "source": getattr(self, "_source", None), **info.model_dump(),
-                "workers": self.workers, "threads_per_worker": self.threads_per_worker}
+                "runtime": self.config.runtime, "workers": self.workers,
+                "threads_per_worker": self.threads_per_worker}

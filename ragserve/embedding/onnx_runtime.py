@@ -1,0 +1,115 @@
+"""Run a loaded sentence-transformers model's transformer on ONNX Runtime (CPU).
+
+Only the transformer changes hands: texts are tokenised by the model's own ``preprocess``, and
+its own pooling and normalisation modules turn the token embeddings into sentence vectors, so
+the vectors equal the torch ones to float32 rounding (``tests/unit/test_onnx_runtime.py``)
+and an index built with either runtime serves the other. The graph is exported from the loaded
+weights at start-up (about a second for MiniLM), into memory: nothing is downloaded or cached
+on disk, and torch's copy of the weights is released. On a small CPU, a short text takes about
+half the time torch needs (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ragserve.errors import ConfigurationError
+
+__all__ = ["OnnxTransformer", "onnx_supported"]
+
+log = logging.getLogger("ragserve.embedder")
+
+OPSET = 17
+# The modules the exported path knows how to finish after the transformer.
+_SUPPORTED_TAIL = {"Pooling", "Normalize"}
+
+
+def onnx_supported(model: Any) -> str | None:
+    """Why ``model`` (a SentenceTransformer) cannot run on ONNX Runtime here, or None."""
+    names = [type(m).__name__ for m in model]
+    if not names or names[0] != "Transformer":
+        return f"the first module is {names[0] if names else 'missing'}, not a Transformer"
+    unknown = [n for n in names[1:] if n not in _SUPPORTED_TAIL]
+    if unknown:
+        return f"modules after the transformer are not supported: {', '.join(unknown)}"
+    return None
+
+
+def _encoder(transformer: Any) -> Any:
+    """The transformer's forward pass as ``(input_ids, attention_mask) -> token embeddings``."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids, attention_mask):
+            return self.transformer(input_ids=input_ids,
+                                    attention_mask=attention_mask).last_hidden_state
+
+    return Encoder().eval()
+
+
+class OnnxTransformer:
+    """``encode(texts)`` for a loaded float32 SentenceTransformer on CPU; thread-safe (ONNX
+    Runtime sessions run concurrent calls), each call on ``threads`` intra-op threads."""
+
+    def __init__(self, model: Any, threads: int = 1) -> None:
+        import onnxruntime as ort
+        import torch
+
+        reason = onnx_supported(model)
+        if reason:
+            raise ConfigurationError(f"runtime 'onnx' cannot run this model: {reason}")
+        self._model = model
+        self._tail = list(model)[1:]
+        hf = getattr(model[0], "auto_model", None) or model[0].model
+        sample = model.preprocess(["an example sentence", "two"])
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
+            torch.onnx.export(
+                _encoder(hf), (sample["input_ids"], sample["attention_mask"]), buffer,
+                input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
+                dynamic_axes={name: {0: "batch", 1: "tokens"}
+                              for name in ("input_ids", "attention_mask", "token_embeddings")},
+                opset_version=OPSET, dynamo=False,
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads sleep instead of spinning: the cores are shared with the rest
+        # of the graph (and with the other workers' calls).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(buffer.getvalue(), options,
+                                             providers=["CPUExecutionProvider"])
+        # The session holds its own copy of the weights: free torch's (the tokenizer, pooling
+        # and normalisation the model keeps using hold none).
+        hf.to("meta")
+        log.info("embedder transformer exported to ONNX (%d bytes), %d thread(s) per call",
+                 len(buffer.getvalue()), threads)
+
+    def encode(self, texts: list[str], normalize: bool) -> np.ndarray:
+        import torch
+
+        features = self._model.preprocess(texts)
+        mask = features["attention_mask"]
+        (tokens,) = self._session.run(None, {
+            "input_ids": features["input_ids"].numpy().astype(np.int64, copy=False),
+            "attention_mask": mask.numpy().astype(np.int64, copy=False),
+        })
+        features["token_embeddings"] = torch.from_numpy(tokens)
+        with torch.no_grad():
+            for module in self._tail:
+                features = module(features)
+            vectors = features["sentence_embedding"]
+            if normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.numpy().astype(np.float32, copy=False)
