@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--wait-s", type=float, default=0.01, help="@serve.batch wait timeout")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                    help="the Serve embedder's runtime (the limit stays raw torch encode)")
     ap.add_argument("--workers", type=int, default=None,
                     help="concurrent model calls in the Serve replica (default: one per thread on CPU)")
     args = ap.parse_args()
@@ -66,8 +68,8 @@ def main() -> int:
     from ragserve.embedding import SentenceTransformerEmbedder
 
     config = EmbedderConfig(model=args.model, torch_threads=args.threads, device=args.device,
-                            workers=args.workers)
-    raw = SentenceTransformerEmbedder(config.model_copy(update={"workers": 1}))
+                            workers=args.workers, runtime=args.runtime)
+    raw = SentenceTransformerEmbedder(config.model_copy(update={"workers": 1, "runtime": "torch"}))
     raw.warm_up()
     model = raw.model
     model.encode(texts[:64], batch_size=32)  # warm
@@ -81,6 +83,16 @@ def main() -> int:
             limit, best_bs = rate, bs
     print(f"limit: {limit:.1f} texts/s (batch_size={best_bs})")
     del raw, model
+    if args.runtime == "onnx":  # the same loop on ONNX Runtime, for reference
+        raw = SentenceTransformerEmbedder(config.model_copy(update={"workers": 1}))
+        raw.warm_up()
+        for bs in [int(b) for b in args.batch_sizes.split(",")]:
+            t = time.perf_counter()
+            for i in range(0, len(texts), bs):
+                raw._encode_pass(texts[i:i + bs])
+            rate = len(texts) / (time.perf_counter() - t)
+            print(f"raw ONNX Runtime, same model     batch_size={bs:<4d} {rate:8.1f} texts/s")
+        del raw
 
     import ray
     from ray import serve

@@ -114,6 +114,8 @@ def main() -> int:
                     help="/v1/embeddings loads the embedder alone (ingress → embedder)")
     ap.add_argument("--ramp-only", action="store_true", help="only the autoscaling ramp")
     ap.add_argument("--no-peer", action="store_true", help="ragserve only")
+    ap.add_argument("--embedder-runtime", choices=["torch", "onnx"], default=None,
+                    help="override configs/local.yaml's embedder runtime")
     ap.add_argument("--profile", action="store_true",
                     help="print CPU per request by process at each load level")
     args = ap.parse_args()
@@ -133,6 +135,9 @@ def main() -> int:
     cfg = yaml.safe_load((ROOT / "configs/local.yaml").read_text())
     app_args = cfg["applications"][0]["args"]
     app_args["retriever"]["config"]["path"] = str(tmp / "qdrant")
+    if args.embedder_runtime:
+        app_args["embedder"]["config"]["runtime"] = args.embedder_runtime
+    print(f"embedder runtime: {app_args['embedder']['config'].get('runtime', 'torch')}")
     app_args["ingress"]["config"]["cache"].update(
         {"queries": {"enabled": False}, "embeddings": {"enabled": False}})
     gen = app_args["generator"]["config"]["backend"]
