@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--per-request", default="1,16")
     ap.add_argument("--batch-size", type=int, default=32, help="both servers' max batch")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                    help="ragserve's embedder runtime (infinity runs its torch engine)")
     args = ap.parse_args()
     texts = load_texts(args.texts, args.corpus)
     runs = [(c, k) for k in map(int, args.per_request.split(","))
@@ -101,7 +103,8 @@ def main() -> int:
 
         tmp = tempfile.mkdtemp(prefix="ragserve-embed-http-")
         serve.run(build_search_app({
-            "embedder": {"config": {"torch_threads": args.threads, "batching": {
+            "embedder": {"config": {"torch_threads": args.threads, "runtime": args.runtime,
+                                    "batching": {
                 "max_batch_size": args.batch_size, "batch_wait_timeout_s": 0.005}},
                 "deployment": {"num_replicas": 1, "max_ongoing_requests": 4 * args.batch_size,
                                "ray_actor_options": {"num_cpus": 1}}},

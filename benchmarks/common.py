@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import sys
@@ -22,10 +23,12 @@ RAY_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"
 
 # Serve's process-wide settings, as `make serve` sets them (throughput mode; run a benchmark
 # with RAGSERVE_SERVE_MODE=classic for Serve's Python proxy), for the Ray a benchmark starts.
-from graphs.serve_env import export_for_ray, serve_env  # noqa: E402
+from graphs.serve_env import export_for_ray, isolated_env, stop_haproxy  # noqa: E402
 
 SERVE_MODE = os.environ.get("RAGSERVE_SERVE_MODE") or "throughput"
-export_for_ray(serve_env(local=True, mode=SERVE_MODE))
+_SERVE_ENV = isolated_env(SERVE_MODE)
+atexit.register(stop_haproxy, _SERVE_ENV)
+export_for_ray(_SERVE_ENV)
 
 QUESTIONS = [
     "How does the embedder batch requests?",

@@ -13,17 +13,26 @@ machine it serves ``/v1/search`` at 1.4× the classic layout's rate (BENCHMARKS.
 ``RAGSERVE_SERVE_MODE=classic`` keeps Serve's Python proxy and its defaults.
 
     eval "$(.venv/bin/python -m graphs.serve_env --local)"   # export before `serve run`
+
+HAProxy outlives a Ray that is killed rather than shut down (its manager actor dies, the
+process it spawned does not), and holds its stats ports. Every local launcher therefore gives
+its Ray a folder and ports of its own (``isolated_env``) and stops what is left in that folder
+when it exits (``stop_haproxy``; ``scripts/serve_local.sh`` does the same with ``pkill``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shlex
 import shutil
+import signal
+import socket
+import tempfile
 from pathlib import Path
 
-__all__ = ["export_for_ray", "haproxy_available", "serve_env"]
+__all__ = ["export_for_ray", "haproxy_available", "isolated_env", "serve_env", "stop_haproxy"]
 
 MODES = ("throughput", "classic")
 
@@ -82,6 +91,49 @@ def serve_env(
     return env
 
 
+def _free_port() -> int:
+    """A free port below the kernel's ephemeral range and Serve's direct-ingress ports."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
+
+
+def isolated_env(mode: str | None = None) -> dict[str, str]:
+    """``serve_env(local=True)`` with a fresh HAProxy folder (``/tmp/rs-*``: short, see
+    ``serve_env``) and free stats/metrics ports, for one local Ray among others."""
+    state_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    return serve_env(local=True, mode=mode, state_dir=state_dir,
+                     haproxy_ports=(_free_port(), _free_port()))
+
+
+def stop_haproxy(env: dict[str, str]) -> int:
+    """Stop HAProxy processes left running from ``env``'s folder and remove it; how many."""
+    state_dir = env.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")
+    if not state_dir:
+        return 0
+    stopped = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "haproxy" in cmd and state_dir in cmd:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+                stopped += 1
+            except OSError:
+                pass
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return stopped
+
+
 def export_for_ray(env: dict[str, str]) -> None:
     """Put ``env`` into this process's environment for the local Ray it is about to start
     (values already set win), after Serve has read its own settings here.
@@ -98,10 +150,13 @@ def export_for_ray(env: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Print `export` lines for Ray Serve's environment.")
-    ap.add_argument("--local", action="store_true", help="one machine, no load balancer in front")
+    ap.add_argument("--local", action="store_true",
+                    help="one machine, no load balancer in front; HAProxy in a folder and on "
+                         "ports of its own (isolated_env)")
     ap.add_argument("--mode", choices=MODES, default=None)
     args = ap.parse_args(argv)
-    for key, value in serve_env(local=args.local, mode=args.mode).items():
+    env = isolated_env(args.mode) if args.local else serve_env(local=False, mode=args.mode)
+    for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
 

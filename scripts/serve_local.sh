@@ -15,7 +15,11 @@ eval "$(python -m graphs.serve_env --local)"
 start=$(date +%s)
 serve run "$CONFIG" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT
+# HAProxy can outlive serve run: stop what is left in this run's own HAProxy folder.
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null;
+      [ -n "${RAY_SERVE_HAPROXY_SERVER_STATE_BASE:-}" ] &&
+      { pkill -f "haproxy.*$RAY_SERVE_HAPROXY_SERVER_STATE_BASE" 2>/dev/null;
+        rm -rf "$RAY_SERVE_HAPROXY_SERVER_STATE_BASE"; }' INT TERM EXIT
 
 echo "serve_local: waiting for $URL/readyz (first start converts the bundled LLM once) ..."
 for _ in $(seq 1 600); do

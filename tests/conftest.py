@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,18 +22,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.common import free_port  # noqa: E402  (one port picker for tests and benchmarks)
-from graphs.serve_env import export_for_ray, serve_env  # noqa: E402
+from graphs.serve_env import export_for_ray, isolated_env, stop_haproxy  # noqa: E402
 
 
 def isolated_serve_env() -> dict[str, str]:
     """Serve's process-wide settings (``graphs.serve_env``) for one more Ray on this machine:
-    its own HAProxy files and ports, so it never meets another test's or a developer's. The
-    folder is short on purpose: Ray nests a 57-character one in it, and HAProxy refuses socket
-    paths over 97 characters."""
-    state_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
-    atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
-    return serve_env(local=True, state_dir=state_dir, haproxy_ports=(free_port(), free_port()))
-
+    its own HAProxy folder and ports, so it never meets another test's or a developer's; what
+    HAProxy leaves running there is stopped when the session ends."""
+    env = isolated_env()
+    atexit.register(stop_haproxy, env)
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,16 @@ half the time torch needs (BENCHMARKS.md).
 
 from __future__ import annotations
 
-import io
+import gc
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragserve.embedding.heap import trim_heap
 from ragserve.errors import ConfigurationError
 
 __all__ = ["OnnxTransformer", "onnx_supported"]
@@ -71,16 +74,6 @@ class OnnxTransformer:
         self._tail = list(model)[1:]
         hf = getattr(model[0], "auto_model", None) or model[0].model
         sample = model.preprocess(["an example sentence", "two"])
-        buffer = io.BytesIO()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
-            torch.onnx.export(
-                _encoder(hf), (sample["input_ids"], sample["attention_mask"]), buffer,
-                input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
-                dynamic_axes={name: {0: "batch", 1: "tokens"}
-                              for name in ("input_ids", "attention_mask", "token_embeddings")},
-                opset_version=OPSET, dynamo=False,
-            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -88,13 +81,31 @@ class OnnxTransformer:
         # Idle intra-op threads sleep instead of spinning: the cores are shared with the rest
         # of the graph (and with the other workers' calls).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(buffer.getvalue(), options,
-                                             providers=["CPUExecutionProvider"])
+        # No arena: with texts of every length, an arena keeps the largest batch's activations
+        # for good (hundreds of MiB); plain allocations cost little next to the model.
+        options.enable_cpu_mem_arena = False
+        with tempfile.TemporaryDirectory(prefix="ragserve-onnx-") as folder:
+            path = Path(folder) / "transformer.onnx"  # a file, not bytes: no copies in the heap
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes on shape-dependent branches
+                torch.onnx.export(
+                    _encoder(hf), (sample["input_ids"], sample["attention_mask"]), str(path),
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["token_embeddings"],
+                    dynamic_axes={name: {0: "batch", 1: "tokens"}
+                                  for name in ("input_ids", "attention_mask", "token_embeddings")},
+                    opset_version=OPSET, dynamo=False,
+                )
+            size = path.stat().st_size
+            self._session = ort.InferenceSession(str(path), options,
+                                                 providers=["CPUExecutionProvider"])
         # The session holds its own copy of the weights: free torch's (the tokenizer, pooling
-        # and normalisation the model keeps using hold none).
+        # and normalisation the model keeps using hold none), and give the heap back.
         hf.to("meta")
+        gc.collect()
+        trim_heap()
         log.info("embedder transformer exported to ONNX (%d bytes), %d thread(s) per call",
-                 len(buffer.getvalue()), threads)
+                 size, threads)
 
     def encode(self, texts: list[str], normalize: bool) -> np.ndarray:
         import torch

