@@ -28,6 +28,7 @@ __all__ = ["OnnxTransformer", "onnx_supported"]
 log = logging.getLogger("ragserve.embedder")
 
 OPSET = 17
+SHRINK_AFTER_CHARS = 8_000  # a pass this large gives its activations back to the arena's owner
 # The modules the exported path knows how to finish after the transformer.
 _SUPPORTED_TAIL = {"Pooling", "Normalize"}
 
@@ -81,9 +82,10 @@ class OnnxTransformer:
         # Idle intra-op threads sleep instead of spinning: the cores are shared with the rest
         # of the graph (and with the other workers' calls).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # No arena: with texts of every length, an arena keeps the largest batch's activations
-        # for good (hundreds of MiB); plain allocations cost little next to the model.
-        options.enable_cpu_mem_arena = False
+        # The arena (ORT's allocator) is 15-25% faster than plain allocations here, but keeps
+        # the largest batch's activations for good: a large pass shrinks it when it is done.
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         with tempfile.TemporaryDirectory(prefix="ragserve-onnx-") as folder:
             path = Path(folder) / "transformer.onnx"  # a file, not bytes: no copies in the heap
             with torch.no_grad(), warnings.catch_warnings():
@@ -112,10 +114,11 @@ class OnnxTransformer:
 
         features = self._model.preprocess(texts)
         mask = features["attention_mask"]
+        large = sum(len(t) for t in texts) >= SHRINK_AFTER_CHARS
         (tokens,) = self._session.run(None, {
             "input_ids": features["input_ids"].numpy().astype(np.int64, copy=False),
             "attention_mask": mask.numpy().astype(np.int64, copy=False),
-        })
+        }, self._shrink if large else None)
         features["token_embeddings"] = torch.from_numpy(tokens)
         with torch.no_grad():
             for module in self._tail:
