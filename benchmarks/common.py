@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ RAY_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"
 
 # Serve's process-wide settings, as `make serve` sets them (throughput mode; run a benchmark
 # with RAGSERVE_SERVE_MODE=classic for Serve's Python proxy), for the Ray a benchmark starts.
-from graphs.serve_env import export_for_ray, isolated_env, stop_haproxy  # noqa: E402
+from graphs.serve_env import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402,F401
 
 SERVE_MODE = os.environ.get("RAGSERVE_SERVE_MODE") or "throughput"
 _SERVE_ENV = isolated_env(SERVE_MODE)
@@ -42,25 +41,6 @@ QUESTIONS = [
     "How do I deploy ragserve on Kubernetes?",
     "What chunk sizes are used for code?",
 ]
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768–60999 on Linux) and above
-    Ray's worker ports (10002–19999): a port handed out by the kernel (bind to 0) can be taken by
-    one of the many outgoing connections Ray opens before the server that asked for it binds."""
-    import random
-
-    for _ in range(200):
-        port = random.randrange(20000, 30000)  # 30000-31000: Serve's direct-ingress ports
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:

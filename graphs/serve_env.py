@@ -32,7 +32,8 @@ import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["export_for_ray", "haproxy_available", "isolated_env", "serve_env", "stop_haproxy"]
+__all__ = ["export_for_ray", "free_port", "haproxy_available", "isolated_env", "serve_env",
+           "stop_haproxy"]
 
 MODES = ("throughput", "classic")
 
@@ -91,17 +92,22 @@ def serve_env(
     return env
 
 
-def _free_port() -> int:
-    """A free port below the kernel's ephemeral range and Serve's direct-ingress ports."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free port in 20000-29999: below the kernel's ephemeral range (32768-60999 on Linux),
+    where a port handed out by binding to 0 can be taken by one of the many outgoing
+    connections Ray opens before its server binds; above Ray's worker ports (10002-19999); and
+    below Serve's direct-ingress ports (30000-31000)."""
     for _ in range(200):
         port = random.randrange(20000, 30000)
         with socket.socket() as s:
             try:
-                s.bind(("0.0.0.0", port))
+                s.bind((host, port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port in 20000-29999")
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def isolated_env(mode: str | None = None) -> dict[str, str]:
@@ -109,7 +115,7 @@ def isolated_env(mode: str | None = None) -> dict[str, str]:
     ``serve_env``) and free stats/metrics ports, for one local Ray among others."""
     state_dir = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     return serve_env(local=True, mode=mode, state_dir=state_dir,
-                     haproxy_ports=(_free_port(), _free_port()))
+                     haproxy_ports=(free_port("0.0.0.0"), free_port("0.0.0.0")))
 
 
 def stop_haproxy(env: dict[str, str]) -> int:
