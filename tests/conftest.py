@@ -21,8 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.common import free_port  # noqa: E402  (one port picker for tests and benchmarks)
-from graphs.serve_env import export_for_ray, isolated_env, stop_haproxy  # noqa: E402
+# One port picker for tests and benchmarks (not via benchmarks.common: importing it sets the
+# benchmarks' own Serve environment in this process).
+from graphs.serve_env import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402
 
 
 def isolated_serve_env() -> dict[str, str]:
