@@ -15,6 +15,8 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 TEXTS=${TEXTS:-4096}
 START=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - START )) s)"; }
+# What a step killed by its time limit leaves behind (its Ray), before the next step starts one.
+cleanup() { pkill -9 -f 'ray/core/src/ray' 2>/dev/null; pkill -9 -f 'ray::' 2>/dev/null; pkill -9 -f 'default_worker.py' 2>/dev/null; sleep 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc; free -g | head -2
 step "unpack"
@@ -36,22 +38,24 @@ SMI=$!
 COMMON=(--model /tmp/minilm --corpus /tmp/corpus --texts "$TEXTS")
 step "gpu_check"
 timeout 90 python3 benchmarks/device/gpu_check.py "${COMMON[@]}" --json "$OUT/gpu_check.json" 2>&1 \
-    | grep -v -i warn | tee "$OUT/gpu_check.log"
+    | tee -a "$OUT/full.log" | grep -v -i warn
 BENCH=(python3 benchmarks/bench_embedder.py "${COMMON[@]}" --device cuda --dtype float16 --num-cpus 4
        --serve-batch 256 --wait-s 0.005 --driver-procs 4)
 step "serve: 1 replica, num_gpus=1, 1 worker"
 timeout 170 "${BENCH[@]}" --batch-sizes 128,256,512 --num-gpus 1 --callers 8,64,256 \
-    --texts-per-call 1,32 --json "$OUT/serve_1x1.json" 2>&1 | grep -E "^(serve|limit|raw|[0-9]+ texts)|Error" \
-    | tee "$OUT/serve_1x1.log"
+    --texts-per-call 1,32 --json "$OUT/serve_1x1.json" 2>&1 | tee -a "$OUT/full.log" \
+    | grep -E "^(serve|limit|raw|[0-9]+ texts)|Error"
 LIMIT=$(python3 -c "import json; print(json.load(open('$OUT/serve_1x1.json'))['limit']['texts_per_s'])" 2>/dev/null || echo 1)
+cleanup
 step "serve: 1 replica, num_gpus=1, 4 workers"
 timeout 100 "${BENCH[@]}" --limit "$LIMIT" --num-gpus 1 --workers 4 --modes batched --callers 64,256 \
-    --texts-per-call 1,32 --json "$OUT/serve_1x4w.json" 2>&1 | grep -E "^(serve|limit)|Error" \
-    | tee "$OUT/serve_1x4w.log"
+    --texts-per-call 1,32 --json "$OUT/serve_1x4w.json" 2>&1 | tee -a "$OUT/full.log" \
+    | grep -E "^(serve|limit)|Error"
+cleanup
 step "serve: 2 replicas, num_gpus=0.5 each, 4 workers"
 timeout 100 "${BENCH[@]}" --limit "$LIMIT" --num-gpus 0.5 --replicas 2 --workers 4 --modes batched \
     --callers 64,256 --texts-per-call 1,32 --json "$OUT/serve_2x4w.json" 2>&1 \
-    | grep -E "^(serve|limit)|Error" | tee "$OUT/serve_2x4w.log"
-kill $SMI 2>/dev/null
+    | tee -a "$OUT/full.log" | grep -E "^(serve|limit)|Error"
+cleanup; kill $SMI 2>/dev/null
 step "done"
 awk -F', ' 'NR > 1 {u = $2 + 0; m = $3 + 0; if (u > mu) mu = u; if (m > mm) mm = m} END {print "GPU peak utilisation", mu, "%, peak memory used", mm, "MiB"}' "$OUT/smi.csv"
