@@ -90,9 +90,9 @@ def _driver_proc(address: str, app: str, texts: list[str], plan: list[tuple[int,
 
 
 def drive_procs(address: str, app: str, texts: list[str], plan: list[tuple[int, int]],
-                procs: int) -> list[float]:
-    """texts/s for each (callers, texts per call) of ``plan``, the callers spread over ``procs``
-    processes (from the first one's start to the last one's end)."""
+                procs: int, on_rate) -> None:
+    """``on_rate(callers, texts per call, texts/s)`` for each of ``plan``, as each finishes, the
+    callers spread over ``procs`` processes (from the first one's start to the last one's end)."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(procs), ctx.Queue()
     shares = [texts[i::procs] for i in range(procs)]
@@ -101,13 +101,11 @@ def drive_procs(address: str, app: str, texts: list[str], plan: list[tuple[int, 
                            args=(address, app, share, split, barrier, results)) for share in shares]
     for w in workers:
         w.start()
-    rates = []
-    for _ in plan:
+    for callers, per_call in plan:
         spans = [results.get(timeout=600) for _ in workers]
-        rates.append(len(texts) / (max(e for _, e in spans) - min(s for s, _ in spans)))
+        on_rate(callers, per_call, len(texts) / (max(e for _, e in spans) - min(s for s, _ in spans)))
     for w in workers:
         w.join(timeout=60)
-    return rates
 
 
 def main() -> int:
@@ -127,6 +125,8 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto", help="auto: float16 on CUDA, float32 on CPU")
     ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
                     help="the Serve embedder's runtime (the limit stays raw torch encode)")
+    ap.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="the Serve embedder's quantisation (int8: with --runtime onnx)")
     ap.add_argument("--workers", type=int, default=None,
                     help="concurrent model calls in the Serve replica (default: one per thread on CPU)")
     ap.add_argument("--encode-batch-size", type=int, default=None,
@@ -151,9 +151,11 @@ def main() -> int:
 
     config = EmbedderConfig(model=args.model, torch_threads=threads, device=args.device,
                             dtype=args.dtype, workers=args.workers, runtime=args.runtime,
+                            quantize=args.quantize,
                             encode_batch_size=args.encode_batch_size)
     results: dict = {"args": vars(args), "raw": {}, "serve": []}
-    raw = SentenceTransformerEmbedder(config.model_copy(update={"workers": 1, "runtime": "torch"}))
+    raw = SentenceTransformerEmbedder(config.model_copy(
+        update={"workers": 1, "runtime": "torch", "quantize": "none"}))
     raw.warm_up()
     info = raw.info()
     results["device"], results["dtype"] = info.device, info.dtype
@@ -225,10 +227,8 @@ def main() -> int:
                 await asyncio.gather(*(handle.embed.remote(texts[:8], "passage")
                                        for _ in range(4 * args.replicas)))  # warm
                 if args.driver_procs > 1:
-                    rates = await asyncio.to_thread(drive_procs, address, name, texts, plan,
-                                                    args.driver_procs)
-                    for (callers, per_call), rate in zip(plan, rates):
-                        report(callers, per_call, rate)
+                    await asyncio.to_thread(drive_procs, address, name, texts, plan,
+                                            args.driver_procs, report)
                     return
                 for callers, per_call in plan:
                     start, end = await drive(handle, texts, callers, per_call)

@@ -116,6 +116,8 @@ def main() -> int:
     ap.add_argument("--no-peer", action="store_true", help="ragserve only")
     ap.add_argument("--embedder-runtime", choices=["torch", "onnx"], default=None,
                     help="override configs/local.yaml's embedder runtime")
+    ap.add_argument("--embedder-quantize", choices=["none", "int8"], default=None,
+                    help="override configs/local.yaml's embedder quantisation (int8: onnx only)")
     ap.add_argument("--profile", action="store_true",
                     help="print CPU per request by process at each load level")
     args = ap.parse_args()
@@ -137,7 +139,10 @@ def main() -> int:
     app_args["retriever"]["config"]["path"] = str(tmp / "qdrant")
     if args.embedder_runtime:
         app_args["embedder"]["config"]["runtime"] = args.embedder_runtime
-    print(f"embedder runtime: {app_args['embedder']['config'].get('runtime', 'torch')}")
+    if args.embedder_quantize:
+        app_args["embedder"]["config"]["quantize"] = args.embedder_quantize
+    print(f"embedder runtime: {app_args['embedder']['config'].get('runtime', 'torch')}, "
+          f"quantize: {app_args['embedder']['config'].get('quantize', 'none')}")
     app_args["ingress"]["config"]["cache"].update(
         {"queries": {"enabled": False}, "embeddings": {"enabled": False}})
     gen = app_args["generator"]["config"]["backend"]

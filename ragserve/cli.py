@@ -209,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fusions", default=None,
                     help="hybrid fusions to compare on one index, e.g. rrf,dbsf")
     ev.add_argument("--model", default=None, help="embedder model name or path (in-process)")
+    ev.add_argument("--runtime", choices=["torch", "onnx"], default=None,
+                    help="embedder runtime (in-process; default: the config's)")
+    ev.add_argument("--quantize", choices=["none", "int8"], default=None,
+                    help="embedder quantisation, with --runtime onnx (in-process)")
     ev.add_argument("--max-queries", type=_positive_int, default=None, help="first N query ids")
     ev.add_argument("--top-k", type=_positive_int, default=100, help="candidates per query")
     ev.add_argument("--service", action="store_true",
@@ -288,8 +292,14 @@ def _cmd_eval(args: argparse.Namespace, url: str, api_key: str | None) -> int:
 
     ds = load_beir(args.dataset, args.split, max_queries=args.max_queries)
     settings = EvalSettings(top_k=args.top_k)
-    if args.model:
-        settings.embedder = EmbedderConfig(model=args.model)
+    overrides = {k: v for k, v in (("model", args.model), ("runtime", args.runtime),
+                                   ("quantize", args.quantize)) if v}
+    if overrides:
+        try:
+            settings.embedder = EmbedderConfig.model_validate(
+                {**settings.embedder.model_dump(), **overrides})
+        except ValueError as exc:
+            raise SystemExit(f"ragserve eval: {exc}") from None
     print(f"{ds.name} ({args.split}): {len(ds.corpus)} documents, {len(ds.queries)} queries")
     if args.service:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None

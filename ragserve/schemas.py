@@ -125,6 +125,12 @@ class EmbedderInfo(BaseModel):
     device: str
     dtype: str
     max_seq_length: int | None = None
+    quantize: str = Field(default="none", description="'int8': vectors of the int8 model.")
+
+    @property
+    def vectors_id(self) -> str:
+        """What the vectors depend on: the model, and its quantisation when there is one."""
+        return self.model if self.quantize == "none" else f"{self.model}+{self.quantize}"
 
 
 class RerankResult(BaseModel):

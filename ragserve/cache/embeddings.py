@@ -40,7 +40,8 @@ class CachedEmbedder:
         self._info: EmbedderInfo | None = None
 
     async def info(self) -> EmbedderInfo:
-        # The key includes the model id, so a model change never reads old vectors.
+        # The key includes the model id (and its quantisation), so a model change never reads
+        # old vectors.
         self._info = await self.inner.info()
         return self._info
 
@@ -51,7 +52,7 @@ class CachedEmbedder:
         if not texts:
             return []
         info = self._info or await self.info()
-        keys = [self.keys.embedding(info.model, kind, t) for t in texts]
+        keys = [self.keys.embedding(info.vectors_id, kind, t) for t in texts]
         found = await self.store.mget(keys)
         vectors: list[list[float] | None] = [
             decode_vector(v, info.dimension) if v is not None else None for v in found

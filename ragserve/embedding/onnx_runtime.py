@@ -7,6 +7,11 @@ and an index built with either runtime serves the other. The graph is exported f
 weights at start-up (about a second for MiniLM), into memory: nothing is downloaded or cached
 on disk, and torch's copy of the weights is released. On a small CPU, a short text takes about
 half the time torch needs (BENCHMARKS.md).
+
+``quantize="int8"`` quantises the exported graph with ONNX Runtime's dynamic quantisation
+(int8 weights per output channel, activations quantised per call): about a third of the float32
+time on a small CPU, vectors at a cosine of ~0.99 to the float32 ones. Not the same vectors: an
+index is built and queried with one setting.
 """
 
 from __future__ import annotations
@@ -60,11 +65,35 @@ def _encoder(transformer: Any) -> Any:
     return Encoder().eval()
 
 
+def _quantize_int8(path: Path) -> Path:
+    """The graph at ``path`` with int8 weights (per output channel; signed, as the CPU's int8
+    dot-product instructions take) and activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name(path.stem + ".int8.onnx")
+    root = logging.getLogger()
+    advice = _QuietQuantizer()  # it logs a line per tensor, and advice, on the root logger
+    root.addFilter(advice)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.removeFilter(advice)
+    path.unlink()
+    return out
+
+
+class _QuietQuantizer(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or record.levelno >= logging.ERROR
+
+
 class OnnxTransformer:
     """``encode(texts)`` for a loaded float32 SentenceTransformer on CPU; thread-safe (ONNX
     Runtime sessions run concurrent calls), each call on ``threads`` intra-op threads."""
 
-    def __init__(self, model: Any, threads: int = 1) -> None:
+    def __init__(self, model: Any, threads: int = 1, quantize: str = "none") -> None:
         import onnxruntime as ort
         import torch
 
@@ -98,6 +127,10 @@ class OnnxTransformer:
                                   for name in ("input_ids", "attention_mask", "token_embeddings")},
                     opset_version=OPSET, dynamo=False,
                 )
+            if quantize == "int8":
+                path = _quantize_int8(path)
+            elif quantize != "none":
+                raise ConfigurationError(f"unknown quantize {quantize!r}: 'none' or 'int8'")
             size = path.stat().st_size
             self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])
@@ -106,8 +139,8 @@ class OnnxTransformer:
         hf.to("meta")
         gc.collect()
         trim_heap()
-        log.info("embedder transformer exported to ONNX (%d bytes), %d thread(s) per call",
-                 size, threads)
+        log.info("embedder transformer exported to ONNX (%s, %d bytes), %d thread(s) per call",
+                 quantize if quantize != "none" else "float32", size, threads)
 
     def encode(self, texts: list[str], normalize: bool) -> np.ndarray:
         import torch

@@ -111,6 +111,7 @@ class SentenceTransformerEmbedder:
     @property
     def name(self) -> str:
         suffix = "+onnx" if self.config.runtime == "onnx" else ""
+        suffix += "-int8" if self.config.quantize == "int8" else ""
         return f"sentence-transformers:{self.config.model}{suffix}"
 
     def warm_up(self) -> None:
@@ -145,7 +146,8 @@ class SentenceTransformerEmbedder:
         if self.config.runtime == "onnx":
             from ragserve.embedding.onnx_runtime import OnnxTransformer
 
-            self._onnx = OnnxTransformer(model, threads=self.threads_per_worker or 1)
+            self._onnx = OnnxTransformer(model, threads=self.threads_per_worker or 1,
+                                         quantize=self.config.quantize)
             self._onnx.encode(["warm up"], self.config.normalize)
         self._model, self._device, self._dtype = model, device, dtype
         self._source = resolved.source
@@ -172,6 +174,7 @@ class SentenceTransformerEmbedder:
             device=self._device,
             dtype=self._dtype,
             max_seq_length=model.max_seq_length,
+            quantize=self.config.quantize,
         )
 
     def _prepare(self, texts: list[str], kinds: list[InputKind]) -> list[str]:

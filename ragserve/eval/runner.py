@@ -143,7 +143,7 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
 
         first = pipeline(rerankers["none"])
         await first.startup()
-        info = {"embedder": settings.embedder.model, "documents": 0, "chunks": 0}
+        info = {"embedder": backend.name, "documents": 0, "chunks": 0}
         t = time.perf_counter()
         docs = _documents(ds)
         for i in tqdm(range(0, len(docs), DOC_BATCH), desc="ingest", unit="batch", leave=False):

@@ -136,6 +136,21 @@ async def test_cached_embedder_only_misses_reach_the_model_in_order():
     assert await embedder.embed(["a"], "query") and seen[-1] == ["a"]  # kind is in the key
 
 
+async def test_a_quantised_model_never_reads_the_float_vectors():
+    layer = CacheLayer.from_config(CacheConfig())
+    fake = make().embedder
+    await layer.embedder(fake).embed(["a"], "passage")
+    assert fake.calls == 1
+    real_info = fake.info
+
+    async def int8_info():
+        return (await real_info()).model_copy(update={"quantize": "int8"})
+
+    fake.info = int8_info
+    await layer.embedder(fake).embed(["a"], "passage")
+    assert fake.calls == 2  # same model name, other vectors: a miss
+
+
 def cached_pipeline(config: CacheConfig | None = None, generator=None):
     layer = CacheLayer.from_config(config or CacheConfig())
     inner = make(generator=generator)

@@ -101,3 +101,26 @@ def test_trim_heap_runs_on_glibc():
     from ragserve.embedding.heap import trim_heap
 
     assert trim_heap() is True  # Linux/glibc, as on every machine this project runs on
+
+
+def test_int8_is_close_to_float32_but_keyed_apart(pair):
+    torch_, _ = pair
+    int8 = SentenceTransformerEmbedder(EmbedderConfig(torch_threads=1, runtime="onnx",
+                                                      quantize="int8"))
+    int8.warm_up()
+    kinds = ["query", "query", "passage", "passage", "query"]
+    a, b = torch_.encode(TEXTS, kinds), int8.encode(TEXTS, kinds)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    cos = (a * b).sum(axis=1)
+    # Close enough to rank alike (SciFact: BENCHMARKS.md), not equal: a different cache key.
+    assert cos.min() > 0.95 and cos.mean() > 0.98 and cos.min() < 0.99999
+    info = int8.info()
+    assert info.quantize == "int8" and int8.name.endswith("+onnx-int8")
+    assert info.vectors_id != torch_.info().vectors_id == torch_.info().model
+    assert int8.health()["quantize"] == "int8"
+
+
+def test_int8_needs_the_onnx_runtime():
+    with pytest.raises(ValueError, match="quantize 'int8' needs runtime 'onnx'"):
+        EmbedderConfig(quantize="int8")
+    assert EmbedderConfig(runtime="onnx", quantize="int8").quantize == "int8"
