@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
                     help="ragserve's embedder runtime (infinity runs its torch engine)")
+    ap.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="ragserve's embedder quantisation (int8: with --runtime onnx)")
     args = ap.parse_args()
     texts = load_texts(args.texts, args.corpus)
     runs = [(c, k) for k in map(int, args.per_request.split(","))
@@ -104,6 +106,7 @@ def main() -> int:
         tmp = tempfile.mkdtemp(prefix="ragserve-embed-http-")
         serve.run(build_search_app({
             "embedder": {"config": {"torch_threads": args.threads, "runtime": args.runtime,
+                                    "quantize": args.quantize,
                                     "batching": {
                 "max_batch_size": args.batch_size, "batch_wait_timeout_s": 0.005}},
                 "deployment": {"num_replicas": 1, "max_ongoing_requests": 4 * args.batch_size,
