@@ -36,6 +36,10 @@ __all__ = ["export_for_ray", "free_port", "haproxy_available", "isolated_env", "
            "stop_haproxy"]
 
 MODES = ("throughput", "classic")
+# Stage calls travel as gRPC messages in throughput mode, and gRPC's default limit (4 MB) is
+# below what the graph sends: 2,048 vectors from the embedder are ~7 MB, an ingest request's
+# chunks and vectors for the retriever up to ~100 MB (LimitsConfig.max_request_chars, 20 M).
+GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 def haproxy_available() -> bool:
@@ -72,7 +76,8 @@ def serve_env(
         raise ValueError(f"RAGSERVE_SERVE_MODE must be one of {MODES}, not {mode!r}")
     if mode == "classic":
         return {}
-    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+           "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_MESSAGE_BYTES)}
     if haproxy_available():
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         if state_dir is not None:

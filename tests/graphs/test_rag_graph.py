@@ -194,6 +194,17 @@ def test_embeddings_endpoint_serves_the_embedder(rag):
     assert body["model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def test_a_large_call_crosses_the_stage_hops(rag):
+    # 2,048 vectors come back from the embedder replica as one ~7 MB message: more than gRPC's
+    # default 4 MB limit between stages (graphs/serve_env.py raises it).
+    _, client, _ = rag
+    texts = [f"text number {i}" for i in range(2048)]
+    r = client.post("/v1/embeddings", json={"input": texts, "input_type": "query"})
+    assert r.status_code == 200, r.text[:300]
+    data = r.json()["data"]
+    assert len(data) == 2048 and all(len(d["embedding"]) == 384 for d in data)
+
+
 def test_python_handle_api(rag):
     handle, _, _ = rag
     res = handle.search.remote({"query": QUESTIONS[2][0], "rerank_top_n": 2}).result(timeout_s=60)

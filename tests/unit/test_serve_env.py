@@ -15,7 +15,8 @@ def with_haproxy(monkeypatch):
 
 def test_throughput_mode_is_the_default(with_haproxy):
     env = se.serve_env(local=False)
-    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                   "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(256 * 2**20)}
 
 
 def test_local_stops_at_once_and_isolates_haproxy(with_haproxy):
@@ -31,7 +32,8 @@ def test_without_haproxy_serve_keeps_its_python_proxy(monkeypatch):
     monkeypatch.delenv("RAGSERVE_SERVE_MODE", raising=False)
     monkeypatch.setattr(se, "haproxy_available", lambda: False)
     env = se.serve_env(local=False, state_dir="/tmp/rs-x")
-    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                   "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(256 * 2**20)}
 
 
 def test_classic_mode_sets_nothing_and_bad_modes_are_refused(with_haproxy, monkeypatch):
