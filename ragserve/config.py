@@ -75,7 +75,7 @@ class EmbedderConfig(StrictModel):
     quantize: Literal["none", "int8"] = Field(
         default="none",
         description="'int8' (runtime 'onnx' only): the transformer's weights in int8 per output "
-        "channel, activations quantised per call (ONNX Runtime's dynamic quantisation). About 3x "
+        "channel, activations quantised per call (ONNX Runtime's dynamic quantisation). About 2x "
         "faster on CPU; vectors move to a cosine of ~0.99 against float32, so build and query an "
         "index with the same setting (its SciFact quality: BENCHMARKS.md).",
     )

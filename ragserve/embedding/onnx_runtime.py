@@ -9,7 +9,7 @@ on disk, and torch's copy of the weights is released. On a small CPU, a short te
 half the time torch needs (BENCHMARKS.md).
 
 ``quantize="int8"`` quantises the exported graph with ONNX Runtime's dynamic quantisation
-(int8 weights per output channel, activations quantised per call): about a third of the float32
+(int8 weights per output channel, activations quantised per call): about half the float32
 time on a small CPU, vectors at a cosine of ~0.99 to the float32 ones. Not the same vectors: an
 index is built and queried with one setting.
 """
