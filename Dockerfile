@@ -7,9 +7,8 @@
 # points at its base interpreter by absolute path, so both stages must share one) and runs as the
 # non-root uid 1000 that k8s/rayservice.yaml's securityContext names.
 #
-# No HEALTHCHECK: Docker's health checks are not used by Kubernetes, and a Ray pod has no single
-# endpoint to check — a worker serves HTTP only while Serve has placed a proxy on it. KubeRay adds
-# readiness/liveness probes for Ray and the Serve proxy to the pods itself.
+# HEALTHCHECK (at the end) is for `docker run` users only: Kubernetes ignores it, and KubeRay adds
+# its own readiness/liveness probes for Ray and the Serve proxy to the pods.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -50,3 +49,12 @@ WORKDIR /home/ray/ragserve
 USER 1000
 # GCS, Serve HTTP, dashboard, Ray client (documentation only: KubeRay sets the container ports).
 EXPOSE 6379 8000 8265 10001
+# `docker run -p 8000:8000 ragserve:0.1.0 serve run <config binding 0.0.0.0:8000>`: healthy while
+# the ingress answers /healthz, its liveness route (the process serves HTTP, whatever its stages
+# do). Not /readyz: that is readiness, 503 while a model loads or a stage is down, and a
+# container marked unhealthy for it may be restarted (Swarm, autoheal) in the middle of a load.
+# The start period covers a cold start (Ray, then every model). The venv's Python with urllib:
+# the slim image has no curl. A container that only runs a Ray worker has no proxy on :8000 and
+# reads unhealthy: run those with --no-healthcheck.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]

@@ -1,5 +1,5 @@
 # The two commands of the README. Each installs what is missing first (scripts/bootstrap.sh).
-.PHONY: install serve test bench clean
+.PHONY: install serve test clean
 
 install:
 	@scripts/bootstrap.sh

@@ -25,11 +25,10 @@ from benchmarks.common import free_port  # noqa: E402
 
 async def run(args) -> None:
     from ragserve.cache import CacheLayer
-    from ragserve.config import CacheConfig, ChunkingConfig, EmbedderConfig, RetrieverConfig
+    from ragserve.config import CacheConfig, EmbedderConfig, RetrieverConfig
     from ragserve.embedding import SentenceTransformerEmbedder
-    from ragserve.eval.runner import _AsyncEmbedder
-    from ragserve.ingest.chunking import TokenChunker
-    from ragserve.pipeline import PipelineSettings, RAGPipeline
+    from ragserve.embedding.local import LocalEmbedder
+    from ragserve.pipeline import RAGPipeline, StageSet
     from ragserve.reranking.lexical import RetrievalOrderScorer
     from ragserve.reranking.local import ScorerReranker
     from ragserve.retrieval.qdrant import QdrantRetriever
@@ -54,10 +53,9 @@ async def run(args) -> None:
             layer = CacheLayer.from_config(CacheConfig(redis_url=f"redis://127.0.0.1:{port}/0"))
             retriever = QdrantRetriever(RetrieverConfig(path=str(tmp / label[:5]), collection="c"))
             await retriever.warm_up()
-            pipe = layer.pipeline(RAGPipeline(
-                embedder=layer.embedder(_AsyncEmbedder(backend)), retriever=retriever,
-                reranker=ScorerReranker(RetrievalOrderScorer()), generator=None,
-                chunker=TokenChunker(ChunkingConfig()), settings=PipelineSettings()))
+            pipe = layer.pipeline(RAGPipeline(StageSet(
+                embedder=layer.embedder(LocalEmbedder(backend)), retriever=retriever,
+                reranker=ScorerReranker(RetrievalOrderScorer()))))
             await pipe.startup()
             hits = misses = chunks = 0
             t = time.perf_counter()

@@ -4,8 +4,7 @@ directly, one thread or the tokenizer's own threads.
     TOKENIZERS_PARALLELISM=false .venv/bin/python benchmarks/bench_tokenize.py --corpus ../shared/data/scifact
     TOKENIZERS_PARALLELISM=true  .venv/bin/python benchmarks/bench_tokenize.py --corpus ../shared/data/scifact
 
-On a GPU a small model's replica is bound by this CPU work (BENCHMARKS.md, "The embedder on a
-GPU"). Prints texts/s at batch sizes 32 and 256 and checks that both paths give the same ids.
+On a GPU a small model's replica is bound by this CPU work (docs/benchmarks/gpu.md). Prints texts/s at batch sizes 32 and 256 and checks that both paths give the same ids.
 """
 
 from __future__ import annotations

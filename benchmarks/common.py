@@ -22,7 +22,7 @@ RAY_ENV = {"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"
 
 # Serve's process-wide settings, as `make serve` sets them (throughput mode; run a benchmark
 # with RAGSERVE_SERVE_MODE=classic for Serve's Python proxy), for the Ray a benchmark starts.
-from graphs.serve_env import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402,F401
+from scripts.local_ray import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402,F401
 
 SERVE_MODE = os.environ.get("RAGSERVE_SERVE_MODE") or "throughput"
 _SERVE_ENV = isolated_env(SERVE_MODE)

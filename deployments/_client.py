@@ -1,9 +1,10 @@
-"""Adapters that make a DeploymentHandle look like the stage protocol it serves.
+"""Stage clients: a DeploymentHandle made to satisfy the role Protocol of its stage.
 
-The pipeline awaits ``stage.method(...)`` on whatever it was given; here that becomes
-``handle.method.remote(...)``. Ray wraps exceptions raised in a replica: typed ragserve errors
-are unwrapped so the ingress maps them like local ones; anything else (a dead replica,
-back-pressure) becomes ``StageUnavailableError``.
+``EmbedderClient`` is an ``Embedder``, ``RetrieverClient`` a ``Retriever`` and so on, method by
+method, so the pipeline is typed by roles and a reader can jump from the pipeline to a stage.
+Ray wraps exceptions raised in a replica: typed ragserve errors are unwrapped so the ingress
+maps them like local ones; anything else (a dead replica, back-pressure) becomes
+``StageUnavailableError``.
 
 A handle carries the transport of the process that made it: ``serve.run`` in a script, a test
 or a notebook builds the graph in the driver, which keeps Serve's default (Ray actor calls, so
@@ -21,8 +22,22 @@ from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
 from ray.serve.handle import DeploymentHandle
 
 from ragserve.errors import RagServeError, StageUnavailableError
+from ragserve.observability import tracing
+from ragserve.schemas import (
+    Chunk,
+    EmbedderInfo,
+    Filters,
+    GenerationRequest,
+    GenerationResult,
+    InputKind,
+    RerankResult,
+    ScoredChunk,
+)
+from ragserve.security.access import Access
+from ragserve.stages import STAGES, StageKind
 
-__all__ = ["StageClient"]
+__all__ = ["StageClient", "EmbedderClient", "RetrieverClient", "RerankerClient",
+           "GeneratorClient", "QueryProcessorClient", "client_for"]
 
 
 def _unwrap(exc: BaseException, stage: str) -> BaseException:
@@ -31,34 +46,124 @@ def _unwrap(exc: BaseException, stage: str) -> BaseException:
         return cause
     if isinstance(exc, RagServeError):
         return exc
-    return StageUnavailableError(
-        f"{stage} failed: {type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}",
-        details={"stage": stage},
-    )
+    first_line = str(cause).splitlines()[0][:200] if str(cause) else ""
+    return StageUnavailableError(f"{stage} failed: {type(cause).__name__}: {first_line}",
+                                 details={"stage": stage})
 
 
 class StageClient:
+    """Calls one stage's deployment; every role's client adds its methods on ``_call``."""
+
     def __init__(self, handle: DeploymentHandle, stage: str) -> None:
         # This process's choice (its environment), not the one pickled with the handle.
         self._handle = handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
-        self._stage = stage
+        self.stage = stage
 
-    def __getattr__(self, method: str):
-        if method.startswith("_"):
-            raise AttributeError(method)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await getattr(self._handle, method).remote(*args, **kwargs)
-            except Exception as exc:
-                raise _unwrap(exc, self._stage) from exc
-
-        return call
-
-    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if tracing.enabled():  # the W3C context rides along; the replica's wrapper takes it
+            return await self._traced_call(method, *args, **kwargs)
         try:
-            gen = self._handle.options(stream=True).stream.remote(*args, **kwargs)
+            return await getattr(self._handle, method).remote(*args, **kwargs)
+        except Exception as exc:
+            raise _unwrap(exc, self.stage) from exc
+
+    async def _traced_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        with tracing.span(f"call {self.stage}.{method}", kind=tracing.SpanKind.CLIENT,
+                          attributes={"ragserve.stage": self.stage}):
+            try:
+                return await getattr(self._handle, method).remote(
+                    *args, **kwargs, _otel=tracing.inject())
+            except Exception as exc:
+                raise _unwrap(exc, self.stage) from exc
+
+    async def health(self) -> dict:
+        return await self._call("health")
+
+
+class EmbedderClient(StageClient):
+    async def embed(self, texts: list[str], kind: InputKind = "passage") -> list[list[float]]:
+        return await self._call("embed", texts, kind)
+
+    async def info(self) -> EmbedderInfo:
+        return await self._call("info")
+
+
+class RetrieverClient(StageClient):
+    async def warm_up(self) -> None:
+        """The replica warmed itself up when it started."""
+
+    async def aclose(self) -> None:
+        """The replica closes its own connection when it stops."""
+
+    async def ensure_collection(self, embedder: EmbedderInfo) -> None:
+        await self._call("ensure_collection", embedder)
+
+    # ``access`` (tenant and groups) crosses to the retriever replica, which applies it.
+    async def search(self, vector: list[float], top_k: int, filters: Filters | None = None, *,
+                     query_text: str | None = None, mode: str | None = None,
+                     access: Access | None = None) -> list[ScoredChunk]:
+        return await self._call("search", vector, top_k, filters, query_text=query_text, mode=mode,
+                                access=access)
+
+    async def chunk_hashes_many(self, doc_ids: list[str], *,
+                                access: Access | None = None) -> dict[str, dict[str, str]]:
+        return await self._call("chunk_hashes_many", doc_ids, access=access)
+
+    async def replace_documents(
+            self, documents: list[tuple[str, list[Chunk], list[list[float]]]], *,
+            access: Access | None = None) -> None:
+        await self._call("replace_documents", documents, access=access)
+
+    async def get_document(self, doc_id: str, *, access: Access | None = None) -> list[Chunk]:
+        return await self._call("get_document", doc_id, access=access)
+
+    async def delete_document(self, doc_id: str, *, access: Access | None = None) -> int:
+        return await self._call("delete_document", doc_id, access=access)
+
+    async def count(self) -> int:
+        return await self._call("count")
+
+
+class RerankerClient(StageClient):
+    async def rerank(self, query: str, chunks: list[ScoredChunk], top_n: int) -> RerankResult:
+        return await self._call("rerank", query, chunks, top_n)
+
+
+class GeneratorClient(StageClient):
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return await self._call("generate", request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        if not tracing.enabled():
+            async for item in self._stream(request):
+                yield item
+            return
+        with tracing.span(f"call {self.stage}.stream", kind=tracing.SpanKind.CLIENT,
+                          attributes={"ragserve.stage": self.stage}):
+            async for item in self._stream(request, _otel=tracing.inject()):
+                yield item
+
+    async def _stream(self, request: GenerationRequest, **carrier: Any) -> AsyncIterator[dict]:
+        try:
+            gen = self._handle.options(stream=True).stream.remote(request, **carrier)
             async for item in gen:
                 yield item
         except Exception as exc:
-            raise _unwrap(exc, self._stage) from exc
+            raise _unwrap(exc, self.stage) from exc
+
+
+class QueryProcessorClient(StageClient):
+    async def process(self, query: str) -> str:
+        return await self._call("process", query)
+
+
+_CLIENTS: dict[StageKind, type[StageClient]] = {
+    "embedder": EmbedderClient, "retriever": RetrieverClient, "reranker": RerankerClient,
+    "generator": GeneratorClient, "query": QueryProcessorClient,
+}
+
+
+def client_for(name: str, handle: DeploymentHandle) -> StageClient:
+    """The client of stage ``name`` (by its kind in ``STAGES``)."""
+    kind = next(s.kind for s in STAGES if s.name == name)
+    return _CLIENTS[kind](handle, name)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ray import serve
-
-from ragserve.config import BatchingConfig, EmbedderConfig
-from ragserve.embedding import SentenceTransformerEmbedder
+from deployments._batching import BatchingMixin
+from ragserve.config import EmbedderConfig
+from ragserve.embedding import SentenceTransformerEmbedder, TextEncoder
 from ragserve.errors import InvalidRequestError
 from ragserve.schemas import EmbedderInfo, InputKind
 
@@ -16,34 +15,19 @@ __all__ = ["EmbedderDeployment"]
 MAX_TEXTS_PER_CALL = 4096
 
 
-class EmbedderDeployment:
-    """Each text is one batch item, so single-query calls from many requests coalesce into one
-    model call, and a large ingestion call fills whole batches by itself. ``max_batch_size`` and
-    ``batch_wait_timeout_s`` come from ``user_config`` and change without a restart. Up to one
-    batch more than the backend has workers (``EmbedderConfig.workers``) runs at once."""
+class EmbedderDeployment(BatchingMixin):
+    """Serves the ``Embedder`` role. Each text is one batch item, so single-query calls from
+    many requests coalesce into one model call, and a large ingestion call fills whole batches
+    by itself. Up to one batch more than the encoder has workers (``EmbedderConfig.workers``)
+    runs at once: the next batch forms while the others run, so no worker waits for it."""
 
-    def __init__(self, config: EmbedderConfig, backend_cls: type = SentenceTransformerEmbedder):
+    def __init__(self, config: EmbedderConfig,
+                 backend_cls: type[TextEncoder] = SentenceTransformerEmbedder):
         self.config = EmbedderConfig.model_validate(config)
-        self.backend = backend_cls(self.config)
+        self.backend: TextEncoder = backend_cls(self.config)
         self.backend.warm_up()
-        # Built per replica: max_concurrent_batches is fixed when the batcher is made, and it
-        # follows the worker count the backend chose for this replica's device. One batch more
-        # than workers: the next batch forms while the others run, so no worker waits for it.
-        batching = self.config.batching
-        self._embed_batch = serve.batch(
-            max_batch_size=batching.max_batch_size,
-            batch_wait_timeout_s=batching.batch_wait_timeout_s,
-            max_concurrent_batches=getattr(self.backend, "workers", 1) + 1,
-        )(self._encode_items)
-        self._apply_batching(batching)
-
-    def reconfigure(self, user_config: dict) -> None:
-        self._apply_batching(BatchingConfig.model_validate(user_config or {}))
-
-    def _apply_batching(self, batching: BatchingConfig) -> None:
-        self.batching = batching
-        self._embed_batch.set_max_batch_size(batching.max_batch_size)
-        self._embed_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self._init_batching(self._encode_items, self.config.batching,
+                            max_concurrent_batches=self.backend.workers + 1)
 
     async def embed(self, texts: list[str], kind: InputKind = "passage") -> list[list[float]]:
         if kind not in ("query", "passage"):
@@ -52,7 +36,7 @@ class EmbedderDeployment:
             raise InvalidRequestError(f"at most {MAX_TEXTS_PER_CALL} texts per call")
         if not all(isinstance(t, str) for t in texts):
             raise InvalidRequestError("texts must be strings")
-        return list(await asyncio.gather(*(self._embed_batch((t, kind)) for t in texts)))
+        return list(await asyncio.gather(*(self._batch((t, kind)) for t in texts)))
 
     async def _encode_items(self, items: list[tuple[str, InputKind]]) -> list[list[float]]:
         texts = [t for t, _ in items]

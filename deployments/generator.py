@@ -4,10 +4,11 @@ OpenAI-compatible, extractive), with retries, a breaker per backend and simple-q
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import StageUnavailableError
+from ragserve.generation.chain import FallbackGenerator
 from ragserve.generation.factory import build_generation_chain
 from ragserve.schemas import GenerationRequest, GenerationResult
 
@@ -15,7 +16,10 @@ __all__ = ["GeneratorDeployment"]
 
 
 class GeneratorDeployment:
-    async def __init__(self, config: GeneratorConfig, generator_factory=build_generation_chain):
+    """Serves the ``Generator`` role."""
+
+    async def __init__(self, config: GeneratorConfig,
+                       generator_factory: Callable[[GeneratorConfig], FallbackGenerator] = build_generation_chain):
         self.config = GeneratorConfig.model_validate(config)
         self.backend = generator_factory(self.config)
         # Loading a local model is seconds of CPU work: keep the event loop free meanwhile.
@@ -29,14 +33,12 @@ class GeneratorDeployment:
             yield item
 
     async def health(self) -> dict:
-        health = getattr(self.backend, "health", None)
-        detail = health() if callable(health) else {}
-        if asyncio.iscoroutine(detail):
-            detail = await detail
-        return {"backend": self.backend.name, **(detail or {})}
+        return {"backend": self.backend.name, **self.backend.health()}
 
     async def check_health(self) -> None:
         """Serve's health check: a replica with no usable backend is replaced."""
-        healthy = getattr(self.backend, "healthy", None)
-        if callable(healthy) and not healthy():
+        if not self.backend.healthy():
             raise StageUnavailableError("no generator backend is loaded")
+
+    async def __del__(self):
+        await self.backend.aclose()

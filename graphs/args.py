@@ -9,35 +9,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, model_validator
 
-from ragserve.config import (
-    CacheConfig,
-    ChunkingConfig,
-    EmbedderConfig,
-    GeneratorConfig,
-    LimitsConfig,
-    RerankerConfig,
-    RetrieverConfig,
-    StrictModel,
-)
+from ragserve.config import IngressConfig, ObservabilityConfig, StrictModel
+from ragserve.stages import STAGES, StageSpec
 
 __all__ = [
     "AutoscalingOptions",
     "ActorOptions",
     "DeploymentOptions",
-    "IngressConfig",
     "RagAppArgs",
+    "STAGE_ARGS",
 ]
 
 
 class AutoscalingOptions(StrictModel):
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
-    initial_replicas: int | None = Field(default=None, ge=0)
-    target_ongoing_requests: float = Field(default=2.0, gt=0)
-    upscale_delay_s: float = Field(default=30.0, ge=0)
-    downscale_delay_s: float = Field(default=600.0, ge=0)
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas.")
+    max_replicas: int = Field(default=1, ge=1, description="Most replicas.")
+    initial_replicas: int | None = Field(
+        default=None, ge=0, description="Replicas at start (None: min_replicas).")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="Requests in flight per replica that autoscaling aims at.")
+    upscale_delay_s: float = Field(default=30.0, ge=0, description="Load held this long scales up.")
+    downscale_delay_s: float = Field(
+        default=600.0, ge=0, description="Idleness held this long scales down.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingOptions":
@@ -47,23 +42,32 @@ class AutoscalingOptions(StrictModel):
 
 
 class ActorOptions(StrictModel):
-    num_cpus: float | None = Field(default=None, ge=0)
-    num_gpus: float | None = Field(default=None, ge=0)
+    num_cpus: float | None = Field(default=None, ge=0, description="CPUs reserved per replica.")
+    num_gpus: float | None = Field(
+        default=None, ge=0, description="GPUs per replica (0.5: two replicas share one).")
     memory: int | None = Field(default=None, ge=0, description="Bytes reserved per replica.")
-    resources: dict[str, float] | None = None
+    resources: dict[str, float] | None = Field(
+        default=None, description="Custom Ray resources per replica (places it on nodes that have them).")
 
 
 class DeploymentOptions(StrictModel):
     """A subset of ``serve.deployment`` options, validated here so YAML typos fail early."""
 
     num_replicas: int | None = Field(default=None, ge=1, description="Fixed count (no autoscaling).")
-    autoscaling_config: AutoscalingOptions | None = None
-    max_ongoing_requests: int | None = Field(default=None, ge=1)
-    max_queued_requests: int | None = Field(default=None, ge=-1)
-    ray_actor_options: ActorOptions | None = None
-    health_check_period_s: float | None = Field(default=None, gt=0)
-    health_check_timeout_s: float | None = Field(default=None, gt=0)
-    graceful_shutdown_timeout_s: float | None = Field(default=None, ge=0)
+    autoscaling_config: AutoscalingOptions | None = Field(
+        default=None, description="Scale between bounds by load (instead of num_replicas).")
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="Concurrent requests per replica (≥ a batch size).")
+    max_queued_requests: int | None = Field(
+        default=None, ge=-1, description="Queued requests before callers get 503 (-1: no bound).")
+    ray_actor_options: ActorOptions | None = Field(
+        default=None, description="Resources per replica.")
+    health_check_period_s: float | None = Field(
+        default=None, gt=0, description="Seconds between Serve's health checks.")
+    health_check_timeout_s: float | None = Field(
+        default=None, gt=0, description="A health check slower than this fails.")
+    graceful_shutdown_timeout_s: float | None = Field(
+        default=None, ge=0, description="Time a stopping replica has to finish its requests.")
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> "DeploymentOptions":
@@ -80,71 +84,48 @@ class DeploymentOptions(StrictModel):
         return self.model_dump(exclude_none=True)
 
 
-class IngressConfig(StrictModel):
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
-    stage_timeout_s: float = Field(default=60.0, gt=0, description="Per stage call.")
-    stage_timeouts_s: dict[Literal["embedder", "retriever", "reranker", "generator"], float] = Field(
-        default_factory=dict, validate_default=True,
-        description="Per-stage overrides of stage_timeout_s. The reranker's is 5 s unless set: "
-        "it is optional, so past its budget the retriever's order is served (degraded).",
-    )
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-
-    @field_validator("stage_timeouts_s")
-    @classmethod
-    def _reranker_budget(cls, v: dict[str, float]) -> dict[str, float]:
-        if any(t <= 0 for t in v.values()):
-            raise ValueError("stage timeouts must be positive")
-        return {"reranker": 5.0, **v}  # setting other stages keeps the reranker's default
-
-
 class _Stage(StrictModel):
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    deployment: DeploymentOptions = Field(
+        default_factory=DeploymentOptions, description="Serve options of the deployment.")
 
 
-def _defaults(num_cpus: float, **options: Any):
-    """Default deployment options: small CPU shares so that the whole graph fits a 2-core
-    laptop with ``serve run graphs.rag:app`` (Serve's own default is 1 CPU per replica)."""
-    return lambda: DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=num_cpus), **options)
+def _stage_args(spec: StageSpec) -> type[_Stage]:
+    """``RagAppArgs.<name>``: the stage's own config and its deployment options, whose
+    defaults (a small CPU share, ``max_ongoing_requests``) let the whole default graph fit a
+    2-core laptop under ``serve run graphs.rag:app`` (Serve's own default is 1 CPU each)."""
+    def default_options() -> DeploymentOptions:
+        return DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=spec.num_cpus),
+                                 max_ongoing_requests=spec.max_ongoing_requests)
 
-
-class EmbedderStage(_Stage):
-    config: EmbedderConfig = Field(default_factory=EmbedderConfig)
-    deployment: DeploymentOptions = Field(default_factory=_defaults(0.5, max_ongoing_requests=64))
-
-
-class RetrieverStage(_Stage):
-    config: RetrieverConfig = Field(default_factory=RetrieverConfig)
-    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=32))
-
-
-class RerankerStage(_Stage):
-    config: RerankerConfig = Field(default_factory=RerankerConfig)
-    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=16))
-
-
-class GeneratorStage(_Stage):
-    config: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    deployment: DeploymentOptions = Field(default_factory=_defaults(0.5, max_ongoing_requests=8))
+    return create_model(
+        f"{spec.deployment_name}Stage",
+        __base__=_Stage,
+        __doc__=f"The {spec.name} stage: its config and its deployment options.",
+        config=(spec.config, Field(default_factory=spec.config,
+                                   description=f"The {spec.name}'s own settings.")),
+        deployment=(DeploymentOptions, Field(default_factory=default_options,
+                                             description="Serve options of the deployment.")),
+    )
 
 
 class IngressStage(_Stage):
-    config: IngressConfig = Field(default_factory=IngressConfig)
-    deployment: DeploymentOptions = Field(default_factory=_defaults(0.25, max_ongoing_requests=100))
+    config: IngressConfig = Field(default_factory=IngressConfig, description="The ingress's settings.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(
+            ray_actor_options=ActorOptions(num_cpus=0.25), max_ongoing_requests=100),
+        description="Serve options of the ingress deployment.")
 
 
-class RagAppArgs(StrictModel):
-    """Everything ``build_app`` needs. Every field has a working embedded default."""
+class _RagAppArgsBase(StrictModel):
+    """Validators and helpers of ``RagAppArgs`` (its stage fields come from ``STAGES``)."""
 
-    embedder: EmbedderStage = Field(default_factory=EmbedderStage)
-    retriever: RetrieverStage = Field(default_factory=RetrieverStage)
-    reranker: RerankerStage = Field(default_factory=RerankerStage)
-    generator: GeneratorStage = Field(default_factory=GeneratorStage)
-    ingress: IngressStage = Field(default_factory=IngressStage)
+    ingress: IngressStage = Field(default_factory=IngressStage, description="The FastAPI ingress.")
     mode: Literal["rag", "search"] = Field(
         default="rag", description="'search' builds the graph without a generator."
     )
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig,
+        description="Metrics, traces, logs and error tracking of the ingress and every stage.")
 
     @model_validator(mode="after")
     def _local_qdrant_single_writer(self) -> "RagAppArgs":
@@ -160,7 +141,7 @@ class RagAppArgs(StrictModel):
     def _generator_deadline_inside_stage_timeout(self) -> "RagAppArgs":
         deadline = self.generator.config.deadline_s
         ingress = self.ingress.config
-        timeout = ingress.stage_timeouts_s.get("generator", ingress.stage_timeout_s)
+        timeout = ingress.timeout_for("generator")
         if self.mode == "rag" and deadline >= timeout:
             raise ValueError(
                 f"generator.config.deadline_s ({deadline:g}) must be below "
@@ -187,10 +168,20 @@ class RagAppArgs(StrictModel):
         import hashlib
         import json
 
-        parts = {name: getattr(self, name).config.model_dump(mode="json")
-                 for name in ("embedder", "retriever", "reranker", "generator")}
-        for volatile in ("batching", "torch_threads"):  # throughput knobs, not results
-            for part in parts.values():
-                part.pop(volatile, None)
+        parts = {spec.name: getattr(self, spec.name).config.model_dump(
+                     mode="json", exclude=set(spec.throughput_knobs))
+                 for spec in STAGES}
         blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+STAGE_ARGS: dict[str, type[_Stage]] = {spec.name: _stage_args(spec) for spec in STAGES}
+
+RagAppArgs = create_model(
+    "RagAppArgs",
+    __base__=_RagAppArgsBase,
+    __doc__="Everything ``build_app`` needs: one section per stage of ``STAGES`` plus the "
+            "ingress. Every field has a working embedded default.",
+    **{name: (model, Field(default_factory=model, description=f"The {name} stage."))
+       for name, model in STAGE_ARGS.items()},
+)

@@ -1,6 +1,6 @@
 """The one error hierarchy of ragserve.
 
-Stages raise these; exactly one place (``ragserve.api``) maps them to HTTP. Anything else that
+Stages raise these; exactly one place (``ragserve.edge.errors``) maps them to HTTP. Anything else that
 escapes a stage is a bug or an engine fault and becomes a 500 there, while Serve's health checks
 see the fault in the replica.
 """
@@ -24,7 +24,6 @@ class RagServeError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
-    retryable: bool = False
 
     def __init__(self, message: str, *, details: dict | None = None) -> None:
         super().__init__(message)
@@ -67,7 +66,6 @@ class StageUnavailableError(RagServeError):
 
     status_code = 503
     code = "stage_unavailable"
-    retryable = True
 
 
 class StageTimeoutError(StageUnavailableError):

@@ -7,10 +7,16 @@ through Serve handles (they pickle cheaply), so one definition serves both.
 from __future__ import annotations
 
 import re
-from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, create_model,
+    field_validator,
+)
+
+from ragserve.config import ContentType, InputKind, RetrievalMode
+from ragserve.stages import STAGES
+from ragserve.text import clean_text
 
 __all__ = [
     "ContentType",
@@ -42,33 +48,56 @@ __all__ = [
     "EmbeddingsRequest",
     "EmbeddingsResponse",
     "validate_filters",
+    "RerankDocument",
+    "RerankRequest",
+    "RerankedDocument",
+    "RerankResponse",
 ]
 
 MAX_FILTER_KEYS = 16
 MAX_FILTER_VALUES = 100
-_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_METADATA_KEYS = 64
+MAX_METADATA_DEPTH = 8
+MAX_EMBEDDING_INPUTS = 2048
+FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# At least one character that is neither white space nor a control character: what is left
+# after cleaning must not be empty (JSON Schema and Python read this pattern the same way).
+NOT_BLANK_PATTERN = r"[^\s\x00-\x1f\x7f]"
+_FIELD_NAME = re.compile(FIELD_NAME_PATTERN)
+_NOT_BLANK = re.compile(NOT_BLANK_PATTERN)
 
 
 class _Strict(BaseModel):
+    """Request models: unknown fields refused; numbers and booleans are not coerced from
+    strings or from each other (``"top_k": "5"``, ``"top_k": true``, ``"stream": 0`` → 422)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ContentType(str, Enum):
-    """Decides the chunk size: the guide's sizes differ for prose, technical text and code."""
-
-    general = "general"
-    technical = "technical"
-    code = "code"
-
-
-InputKind = Literal["query", "passage"]
+FieldName = Annotated[str, StringConstraints(pattern=FIELD_NAME_PATTERN)]
+FilterScalar = Union[StrictBool, StrictInt, Annotated[str, StringConstraints(max_length=512)]]
 Scalar = Union[str, int, float, bool]
-FilterValue = Union[Scalar, list[Scalar]]
+FilterValue = Union[FilterScalar, Annotated[list[FilterScalar],
+                                            Field(min_length=1, max_length=MAX_FILTER_VALUES)]]
 Filters = dict[str, FilterValue]
+_NAMED_KEYS_ONLY = {"additionalProperties": False, "propertyNames": {"pattern": FIELD_NAME_PATTERN}}
+DeclaredFilters = Annotated[
+    dict[FieldName, FilterValue],
+    Field(max_length=MAX_FILTER_KEYS, json_schema_extra=_NAMED_KEYS_ONLY,
+          description=f"Metadata filters: field -> value (exact match) or list of 1 to "
+          f"{MAX_FILTER_VALUES} values (any of). At most {MAX_FILTER_KEYS} fields; names are "
+          "letters, digits and '_' (≤ 64, not starting with a digit); values are strings "
+          "(≤ 512 characters), integers or booleans. `doc_id` and `content_type` filter on the "
+          "chunk itself. A field no stored document has matches nothing (the response warns)."),
+]
+NotBlankStr = Annotated[str, StringConstraints(pattern=NOT_BLANK_PATTERN)]
 
 DocId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"),
+]
+AclGroup = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 ]
 SessionId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
@@ -112,6 +141,10 @@ class Chunk(BaseModel):
     content_type: ContentType = ContentType.general
     metadata: dict[str, Any] = Field(default_factory=dict)
     doc_hash: str = Field(default="", description="Hash of the whole document's text.")
+    tenant: str = Field(default="default", description="The tenant the chunk belongs to "
+                        "(the key's tenant at ingestion; docs/security.md).")
+    acl: list[str] = Field(default_factory=list, description="The document's ACL groups; "
+                           "empty: every caller of its tenant may read it.")
 
 
 class ScoredChunk(Chunk):
@@ -126,11 +159,20 @@ class EmbedderInfo(BaseModel):
     dtype: str
     max_seq_length: int | None = None
     quantize: str = Field(default="none", description="'int8': vectors of the int8 model.")
+    long_passages: str = Field(
+        default="truncate", description="How a passage longer than the model's input becomes "
+        "one vector: 'truncate' (its first window) or 'mean' (the mean of all its windows).")
 
     @property
     def vectors_id(self) -> str:
-        """What the vectors depend on: the model, and its quantisation when there is one."""
-        return self.model if self.quantize == "none" else f"{self.model}+{self.quantize}"
+        """What the vectors depend on: the model, its quantisation when there is one, and how
+        long passages are pooled when they are not truncated."""
+        parts = [self.model]
+        if self.quantize != "none":
+            parts.append(self.quantize)
+        if self.long_passages != "truncate":
+            parts.append(f"{self.long_passages}-windows")
+        return "+".join(parts)
 
 
 class RerankResult(BaseModel):
@@ -156,7 +198,9 @@ class GenerationAttempt(BaseModel):
     """One backend's part in answering: what it did and why it did not answer."""
 
     backend: str
-    outcome: Literal["ok", "failed", "skipped"]
+    outcome: Literal["ok", "failed", "skipped", "ungrounded"] = Field(
+        description="'ungrounded': it answered, but no sentence of its answer was supported "
+        "by the passages, so a grounded backend answered instead.")
     reason: str | None = Field(default=None, description="e.g. 'timeout', 'http 503', 'circuit open'.")
     tries: int = 0
     elapsed_ms: float = 0.0
@@ -173,6 +217,12 @@ class GenerationResult(BaseModel):
     attempts: list[GenerationAttempt] = Field(
         default_factory=list, description="Every backend tried, in order (fallback chain).")
     route: str | None = Field(default=None, description="'simple' or 'hard' when routing is on.")
+    unsupported_sentences: int = Field(
+        default=0, description="Sentences of the model's answer dropped as not supported by "
+        "the passages (grounding).")
+    warnings: list[str] = Field(
+        default_factory=list, description="What the generator changed about the request "
+        "(e.g. max_tokens reduced to the cap).")
 
 
 # --------------------------------------------------------------------------- HTTP API
@@ -188,30 +238,33 @@ class Citation(BaseModel):
     cited: bool = Field(default=False, description="Whether the answer cites this passage.")
 
 
-class StageTimings(BaseModel):
-    embed_ms: float = 0.0
-    retrieve_ms: float = 0.0
-    rerank_ms: float = 0.0
-    generate_ms: float = 0.0
-    total_ms: float = 0.0
+# One field per stage of ``ragserve.stages.STAGES``: ``<verb>_ms`` and the backend that served it.
+StageTimings = create_model(
+    "StageTimings",
+    __doc__="Milliseconds spent in each stage, and in the whole request.",
+    **{f"{s.verb}_ms": (float, Field(default=0.0, description=f"In the {s.name}."))
+       for s in STAGES},
+    total_ms=(float, Field(default=0.0, description="The whole request, at the ingress.")),
+)
 
-
-class StageBackends(BaseModel):
-    embedder: str | None = None
-    retriever: str | None = None
-    reranker: str | None = None
-    generator: str | None = None
+StageBackends = create_model(
+    "StageBackends",
+    __doc__="Which backend served each stage (a model, an index, a fallback scorer).",
+    **{s.name: (str | None, Field(default=None, description=f"The {s.name}'s backend."))
+       for s in STAGES},
+)
 
 
 class SearchRequest(_Strict):
-    query: str = Field(description="The question or search text.", min_length=1)
-    top_k: int = Field(default=20, ge=1, le=200, description="Candidates from the retriever.")
-    rerank_top_n: int = Field(default=5, ge=1, le=200, description="Passages kept after reranking.")
-    filters: dict[str, Any] | None = Field(
-        default=None,
-        description="Metadata filters: field -> value (exact match) or list of values (any of).",
-    )
-    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+    query: str = Field(
+        description="The question or search text: not blank; control characters are removed. "
+        "Longer than the service's limit (`limits.max_query_chars`, 4000 by default) → 413.",
+        min_length=1, json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+    top_k: StrictInt = Field(default=20, ge=1, le=200, description="Candidates from the retriever.")
+    rerank_top_n: StrictInt = Field(default=5, ge=1, le=200,
+                                    description="Passages kept after reranking.")
+    filters: DeclaredFilters | None = Field(default=None)
+    mode: RetrievalMode | None = Field(
         default=None,
         description="Retrieval: dense embeddings, sparse BM25 terms, or both fused (default: "
         "the service's configured mode).",
@@ -220,8 +273,21 @@ class SearchRequest(_Strict):
     @field_validator("query")
     @classmethod
     def _query_not_blank(cls, v: str) -> str:
+        # The declared pattern, checked here for a message people can read.
         if not v.strip():
             raise ValueError("query must not be blank")
+        if not _NOT_BLANK.search(v):
+            raise ValueError("query is empty after removing control characters")
+        return v
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _whole_numbers(cls, v: Any) -> Any:
+        def whole(x: Any) -> Any:
+            return int(x) if isinstance(x, float) and x.is_integer() else x
+        if isinstance(v, dict):
+            return {k: [whole(x) for x in val] if isinstance(val, list) else whole(val)
+                    for k, val in v.items()}
         return v
 
     @field_validator("filters")
@@ -231,8 +297,9 @@ class SearchRequest(_Strict):
 
 
 class QueryRequest(SearchRequest):
-    stream: bool = Field(default=False, description="Answer as server-sent events.")
-    max_tokens: int | None = Field(
+    stream: StrictBool = Field(
+        default=False, description="Answer as server-sent events (`text/event-stream`).")
+    max_tokens: StrictInt | None = Field(
         default=None, ge=1, le=4096, description="Answer length limit (capped by config)."
     )
     session_id: SessionId | None = Field(
@@ -281,15 +348,31 @@ class QueryResponse(BaseModel):
         description="The generator backends tried, in order: which answered, which failed and why.",
     )
     route: str | None = Field(default=None, description="'simple' or 'hard' when routing is on.")
+    finish_reason: str | None = Field(
+        default=None, description="The generator's: 'stop', or 'length' at the token limit.")
 
 
 class EmbeddingsRequest(_Strict):
     """OpenAI-style ``/v1/embeddings``: the service's embedder for any text."""
 
-    input: str | list[str] = Field(description="One text or up to 2048 texts.")
+    input: Union[
+        Annotated[str, StringConstraints(max_length=100_000, pattern=NOT_BLANK_PATTERN)],
+        Annotated[list[Annotated[str, StringConstraints(max_length=100_000,
+                                                        pattern=NOT_BLANK_PATTERN)]],
+                  Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)],
+    ] = Field(description=f"One text or a list of 1 to {MAX_EMBEDDING_INPUTS} texts; none "
+              "blank, each at most 100000 characters.")
     input_type: InputKind = Field(
         default="passage", description="'query' or 'passage' (models with prefixes use them).")
-    model: str | None = Field(default=None, description="Must name the served model if given.")
+    model: str | None = Field(
+        default=None, max_length=256,
+        description="If given, must be the served embedding model's name (`GET /readyz` → "
+        "`stages.embedder.model`); another name → 422.")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="'base64': each vector as base64 of little-endian "
+        "float32 bytes (what the OpenAI SDKs ask for by default).")
+    user: str | None = Field(default=None, max_length=256,
+                             description="Accepted for OpenAI compatibility; not used.")
 
     @field_validator("input")
     @classmethod
@@ -310,7 +393,8 @@ class EmbeddingsRequest(_Strict):
 class EmbeddingItem(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str = Field(
+        description="The vector, or its base64 float32 bytes with encoding_format 'base64'.")
 
 
 class EmbeddingsUsage(BaseModel):
@@ -328,30 +412,56 @@ class EmbeddingsResponse(BaseModel):
 
 class DocumentIn(_Strict):
     id: DocId = Field(description="Stable document id; re-sending it replaces the document.")
-    text: str = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    text: str = Field(
+        min_length=1, json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+        description="The document. Control characters (other than tab, newline and carriage "
+        "return) are replaced by spaces, as in queries; not blank after that.")
+    metadata: Annotated[dict[FieldName, Any], Field(max_length=MAX_METADATA_KEYS)] = Field(
+        default_factory=dict, json_schema_extra=_NAMED_KEYS_ONLY,
+        description=f"Up to {MAX_METADATA_KEYS} fields (names as filter fields), JSON values "
+        f"nested at most {MAX_METADATA_DEPTH} levels deep; filterable by field = value.")
     content_type: ContentType = ContentType.general
+    acl: list[AclGroup] = Field(
+        default_factory=list, max_length=32,
+        description="Groups allowed to read the document (any one suffices); empty: every "
+        "caller of the ingesting key's tenant. A key with ACL groups reads only documents "
+        "without an ACL or sharing a group with it (docs/security.md).")
 
     @field_validator("text")
     @classmethod
-    def _text_not_blank(cls, v: str) -> str:
+    def _text_clean_not_blank(cls, v: str) -> str:
+        v = clean_text(v)
         if not v.strip():
-            raise ValueError("text must not be blank")
+            raise ValueError("text must not be blank (after removing control characters)")
         return v
 
     @field_validator("metadata")
     @classmethod
-    def _metadata_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if len(v) > 64:
-            raise ValueError("at most 64 metadata fields")
-        for key in v:
-            if not _FIELD_NAME.match(key):
-                raise ValueError(f"metadata field {key!r} must be a plain name")
+    def _metadata_depth(cls, v: dict[str, Any]) -> dict[str, Any]:
+        def depth(x: Any, level: int) -> None:
+            if level > MAX_METADATA_DEPTH:
+                raise ValueError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
+            items = x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()
+            for item in items:
+                depth(item, level + 1)
+        depth(v, 1)
         return v
 
 
 class IngestRequest(_Strict):
-    documents: list[DocumentIn] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(
+        min_length=1,
+        description="Documents with distinct ids (a repeated id → 422); more than "
+        "`limits.max_documents_per_request` (256 by default) → 413.")
+
+    @field_validator("documents")
+    @classmethod
+    def _distinct_ids(cls, v: list[DocumentIn]) -> list[DocumentIn]:
+        ids = [d.id for d in v]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"document ids repeat within the request: {dupes[:5]}")
+        return v
 
 
 class DocumentResult(BaseModel):
@@ -378,3 +488,52 @@ class DocumentChunks(BaseModel):
 class DeleteResponse(BaseModel):
     id: str
     deleted_chunks: int
+
+
+# --------------------------------------------------------------------------- rerank (TEI / Cohere)
+
+
+class RerankDocument(_Strict):
+    """A document given as an object (Cohere's shape): its ``text``, and anything else kept."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+class RerankRequest(_Strict):
+    """``POST /v1/rerank`` in the shape TEI, Infinity and Cohere share: score ``documents``
+    against ``query`` with the reranker stage and keep the best ``top_n``."""
+
+    query: str = Field(min_length=1, max_length=10_000, description="What to rank against.")
+    documents: list[Union[str, RerankDocument]] = Field(
+        min_length=1, max_length=1000, description="Texts, or objects with a ``text`` field.")
+    top_n: int | None = Field(default=None, ge=1, le=1000,
+                              description="How many to return (default: all).")
+    return_documents: bool = Field(default=False, description="Echo each document's text.")
+    model: str | None = Field(default=None, description="Accepted for compatibility; "
+                              "the service's reranker answers whatever it names.")
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be blank")
+        return v
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankedDocument(BaseModel):
+    index: int = Field(description="Position of the document in the request.")
+    relevance_score: float
+    document: dict[str, Any] | None = Field(
+        default=None, description="``{\"text\": ...}`` when ``return_documents`` is set.")
+
+
+class RerankResponse(BaseModel):
+    object: Literal["rerank"] = "rerank"
+    results: list[RerankedDocument] = Field(description="Best first.")
+    model: str = Field(description="The scorer that ordered them (the reranker's backend).")
+    usage: EmbeddingsUsage = Field(default_factory=EmbeddingsUsage)
+    degraded: bool = False

@@ -6,7 +6,7 @@ import hashlib
 import re
 import unicodedata
 
-__all__ = ["sanitize_query", "query_fingerprint"]
+__all__ = ["sanitize_query", "clean_text", "query_fingerprint"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
@@ -18,6 +18,13 @@ def sanitize_query(text: str) -> str:
     text = _CONTROL.sub(" ", text)
     text = _SPACES.sub(" ", text)
     return text.strip()
+
+
+def clean_text(text: str) -> str:
+    """A document's text as stored: NFC-normalised, control characters replaced by spaces as
+    in queries (tab, newline and carriage return kept: they shape code and prose); spacing
+    otherwise untouched."""
+    return _CONTROL.sub(" ", unicodedata.normalize("NFC", text))
 
 
 def query_fingerprint(text: str) -> str:

@@ -4,6 +4,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the tests use (servers and tools run as real processes). Installed only when
+# a command is missing; each entry is "command:package".
+SYSTEM_PACKAGES=(
+  "redis-server:redis-server"
+  "promtool:prometheus"  # the metrics tests: promtool check/test rules and a real Prometheus
+  "chromium:chromium"    # the playground test drives a real headless browser
+  "chromedriver:chromium-driver"
+)
+
+missing=()
+for entry in "${SYSTEM_PACKAGES[@]}"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${missing[*]} (apt-get)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: missing system packages: ${missing[*]} (install them with your package manager)" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.ragserve-installed

@@ -21,7 +21,7 @@ cells = [
         "import ray\n"
         "from ray import serve\n\n"
         "from graphs.rag import build_app\n"
-        "from graphs.serve_env import export_for_ray, isolated_env, stop_haproxy\n"
+        "from scripts.local_ray import export_for_ray, isolated_env, stop_haproxy\n"
         "from ragserve.schemas import GenerationRequest\n\n"
         "APP = 'ragserve'\n"
         "connect = bool(os.environ.get('RAY_ADDRESS'))\n"
@@ -91,6 +91,34 @@ cells = [
         "    print(f'[{c.number}] {c.doc_id} score={c.score:.3f} cited={c.cited}')\n"
         "print(res.timings)\n"
         "assert res.citations[0].doc_id == 'notes/coffee'"
+    ),
+    nbf.v4.new_markdown_cell(
+        "## The same service over HTTP: the Python client, the OpenAI SDK, LangChain\n"
+        "`ragserve.client` speaks every route; `/v1/chat/completions` answers any OpenAI client "
+        "(citations in the extra `citations` field); `ragserve.integrations.langchain` gives a "
+        "retriever over HTTP or over the handle above."),
+    nbf.v4.new_code_cell(
+        "import openai\n"
+        "from ragserve.client import RagServeClient\n"
+        "from ragserve.integrations.langchain import RagServeHandleRetriever, RagServeRetriever\n\n"
+        "url = os.environ.get('RAGSERVE_URL') or (\n"
+        "    'http://127.0.0.1:8000' if connect else f\"http://127.0.0.1:{os.environ.get('RAGSERVE_PORT', '8123')}\")\n"
+        "with RagServeClient(url) as client:\n"
+        "    hits = client.search('Where does local mode keep the vectors?', rerank_top_n=2)\n"
+        "    print('client:', [h.doc_id for h in hits.results])\n"
+        "    print('rerank:', [(r.index, r.relevance_score) for r in client.rerank(\n"
+        "        'descaling', ['Qdrant stores vectors.', 'Descale the espresso machine.']).results])\n\n"
+        "sdk = openai.OpenAI(base_url=f'{url}/v1', api_key='unused')\n"
+        "chat = sdk.chat.completions.create(\n"
+        "    model=APP, max_tokens=24, extra_body={'rerank_top_n': 2},\n"
+        "    messages=[{'role': 'user', 'content': 'How often must the espresso machine be descaled?'}])\n"
+        "print('openai:', chat.choices[0].message.content, chat.usage)\n"
+        "print('cited passages:', [c['doc_id'] for c in chat.model_extra['citations']])\n\n"
+        "docs = RagServeRetriever(base_url=url, rerank_top_n=2).invoke('Where does local mode keep the vectors?')\n"
+        "via_handle = await RagServeHandleRetriever(handle=app, rerank_top_n=2).ainvoke('Where does local mode keep the vectors?')\n"
+        "print('langchain:', [(d.metadata['doc_id'], round(d.metadata['score'], 3)) for d in docs])\n"
+        "assert docs[0].metadata['doc_id'] == via_handle[0].metadata['doc_id'] == 'notes/storage'\n"
+        "assert chat.model_extra['citations'][0]['doc_id'] == 'notes/coffee'"
     ),
     nbf.v4.new_code_cell(
         "if not connect:\n"

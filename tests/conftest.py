@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # One port picker for tests and benchmarks (not via benchmarks.common: importing it sets the
 # benchmarks' own Serve environment in this process).
-from graphs.serve_env import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402
+from scripts.local_ray import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402
 
 
 def isolated_serve_env() -> dict[str, str]:

@@ -72,8 +72,10 @@ async def chat(request: Request):
                              "message": {"role": "assistant", "content": text}}]}
 
     async def events():
-        for word in text.split(" "):
-            chunk = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == len(words) - 1 else word + " "
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
             yield f"data: {json.dumps(chunk)}\n\n"
         yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"

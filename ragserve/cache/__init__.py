@@ -2,7 +2,7 @@
 
     layer = CacheLayer.from_config(config.cache)
     embedder = layer.embedder(embedder)          # the embedding tier (an Embedder)
-    pipeline = layer.pipeline(RAGPipeline(embedder=embedder, ...), fingerprint=...)
+    pipeline = layer.pipeline(RAGPipeline(StageSet(embedder=embedder, ...)), fingerprint=...)
 
 Without ``redis_url`` every tier lives in the process (``MemoryStore``); with it, in Redis, and
 the session tier keeps an in-memory copy. The stages themselves know nothing of caching.
@@ -17,21 +17,20 @@ from ragserve.cache.keys import KeySpace
 from ragserve.cache.pipeline import PROMPT_VERSION, CachedPipeline
 from ragserve.cache.sessions import SessionStore
 from ragserve.cache.stats import CacheCounters
-from ragserve.cache.store import GuardedStore, MemoryStore, RedisStore
+from ragserve.cache.store import GuardedStore, KVStore, MemoryStore, RedisStore
 from ragserve.config import CacheConfig
-from ragserve.resilience.breaker import BreakerConfig
+from ragserve.security.config import redis_url_with_password
 
 __all__ = ["CacheLayer", "CachedEmbedder", "CachedPipeline", "PROMPT_VERSION"]
 
 
 class CacheLayer:
-    def __init__(self, config: CacheConfig, store: Any) -> None:
+    def __init__(self, config: CacheConfig, store: KVStore) -> None:
         self.config = config
         self.store = GuardedStore(
             store,
             timeout_s=config.timeout_s * 2,  # the client's own socket timeout fires first
-            breaker=BreakerConfig(failure_threshold=config.failure_threshold,
-                                  reset_timeout_s=config.retry_after_s),
+            breaker=config.breaker,
         )
         self.keys = KeySpace(config.key_prefix)
         self.counters = CacheCounters()
@@ -44,7 +43,9 @@ class CacheLayer:
     @classmethod
     def from_config(cls, config: CacheConfig) -> "CacheLayer":
         if config.redis_url is not None:
-            store: Any = RedisStore(config.redis_url.get_secret_value(),
+            # The password, when given apart (a Secret), is read here, at start-up.
+            url = redis_url_with_password(config.redis_url, config.redis_password)
+            store: KVStore = RedisStore(url,
                                     socket_timeout_s=config.timeout_s)
         else:
             store = MemoryStore(max_entries=config.memory_max_entries)

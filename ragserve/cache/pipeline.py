@@ -23,7 +23,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from pydantic import BaseModel
 
@@ -42,10 +42,16 @@ from ragserve.schemas import (
     IngestResponse,
     QueryRequest,
     QueryResponse,
+    RerankRequest,
+    RerankResponse,
     SearchRequest,
     SearchResponse,
+    StageTimings,
 )
 from ragserve.text import sanitize_query
+
+if TYPE_CHECKING:
+    from ragserve.pipeline import RAGPipeline
 
 __all__ = ["CachedPipeline", "PROMPT_VERSION"]
 
@@ -53,11 +59,14 @@ log = logging.getLogger("ragserve.cache")
 R = TypeVar("R", bound=BaseModel)
 
 # Part of every query key: bump when prompts or answer post-processing change behaviour.
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "3"  # 2: passages delimited as untrusted data, control tokens defused;
+# 3: answers held to their passages (grounding), evidence selection
 
 
 class CachedPipeline:
-    def __init__(self, pipeline: Any, *, config: CacheConfig, store: GuardedStore,
+    """A ``RagService`` around a ``RAGPipeline``: the query tier, de-duplication, sessions."""
+
+    def __init__(self, pipeline: "RAGPipeline", *, config: CacheConfig, store: GuardedStore,
                  keys: KeySpace, counters: CacheCounters, sessions: SessionStore | None,
                  fingerprint: str = "") -> None:
         self.pipeline = pipeline
@@ -85,6 +94,9 @@ class CachedPipeline:
             return resp.model_copy(update={"cache": stats.info.model_copy()})
         finally:
             end_request(token)
+
+    async def rerank(self, req: RerankRequest) -> RerankResponse:
+        return await self.pipeline.rerank(req)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         ready, stages = await self.pipeline.readiness()
@@ -114,10 +126,13 @@ class CachedPipeline:
         finally:
             end_request(token)
 
-    async def query(self, req: QueryRequest) -> QueryResponse:
+    async def query(self, req: QueryRequest, *,
+                    history: list[tuple[str, str]] | None = None) -> QueryResponse:
+        """``history``: explicit earlier turns (an OpenAI ``messages`` list); they replace the
+        session's and are keyed into the query cache the same way."""
         stats, token = begin_request()
         try:
-            history = await self._history(req.session_id)
+            history = await self._history(req.session_id, history)
             resp = await self._cached(
                 "query", req, history,
                 lambda: self.pipeline.query(req, history=history), QueryResponse)
@@ -127,10 +142,12 @@ class CachedPipeline:
         finally:
             end_request(token)
 
-    async def query_events(self, req: QueryRequest) -> AsyncIterator[tuple[str, dict]]:
+    async def query_events(self, req: QueryRequest, *,
+                           history: list[tuple[str, str]] | None = None,
+                           ) -> AsyncIterator[tuple[str, dict]]:
         """Streams are never served from the query cache (tokens arrive as they are made), but
         they use and extend the session."""
-        history = await self._history(req.session_id)
+        history = await self._history(req.session_id, history)
         info = CacheInfo(query="bypass", session_turns=len(history))
         async for event, data in self.pipeline.query_events(req, history=history):
             if event == "done":
@@ -140,7 +157,13 @@ class CachedPipeline:
                 data = {**data, "cache": info.model_dump()}
             yield event, data
 
-    async def _history(self, session_id: str | None) -> list[tuple[str, str]]:
+    async def _history(self, session_id: str | None,
+                       explicit: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+        if explicit is not None:
+            current = current_request()
+            if current is not None:
+                current.info.session_turns = len(explicit)
+            return [(q, a) for q, a in explicit]
         if not session_id or self.sessions is None:
             return []
         return await self.sessions.get(session_id)
@@ -206,6 +229,7 @@ class CachedPipeline:
             info.query = "bypass" if self.config.queries.enabled else "off"
             return await compute()
         tier = self.counters.tiers["queries"]
+        started = time.perf_counter()
         raw = await self.store.get(key)
         if raw is not None:
             try:
@@ -215,7 +239,9 @@ class CachedPipeline:
             if resp is not None:
                 tier.hits += 1
                 info.query = "hit"
-                return resp
+                # this request's own timings: no stage ran, only the cache read
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+                return resp.model_copy(update={"timings": StageTimings(total_ms=elapsed_ms)})
         tier.misses += 1
         info.query = "miss"
         if not self.config.dedup.enabled:

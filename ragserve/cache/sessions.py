@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from ragserve.cache.keys import KeySpace
+from ragserve.cache.keys import KeySpace, scoped_session
 from ragserve.cache.stats import CacheCounters, current_request
 from ragserve.cache.store import GuardedStore
 
@@ -56,14 +56,15 @@ class SessionStore:
             self._memory.popitem(last=False)
 
     async def get(self, session_id: str) -> list[Turn]:
+        """The turns of ``session_id`` within the caller's permission set (tenant, groups)."""
         turns: list[Turn] | None = None
         if self.backing is not None and self.backing.available:
             raw = await self.backing.get(self.keys.session(session_id))
             if raw is not None:
                 turns = [(u, a) for u, a in json.loads(raw)]
-                self._to_memory(session_id, turns)
+                self._to_memory(scoped_session(session_id), turns)
         if turns is None:
-            turns = self._from_memory(session_id)
+            turns = self._from_memory(scoped_session(session_id))
         tier = self.counters.tiers["sessions"]
         if turns:
             tier.hits += 1
@@ -78,7 +79,7 @@ class SessionStore:
     async def append(self, session_id: str, question: str, answer: str) -> None:
         turns = (await self._current(session_id)) + [(question, answer)]
         turns = turns[-self.max_turns:]
-        self._to_memory(session_id, turns)
+        self._to_memory(scoped_session(session_id), turns)
         if self.backing is not None:
             await self.backing.set(self.keys.session(session_id),
                                    json.dumps(turns).encode("utf-8"), self.ttl_s)
@@ -88,4 +89,4 @@ class SessionStore:
             raw = await self.backing.get(self.keys.session(session_id))
             if raw is not None:
                 return [(u, a) for u, a in json.loads(raw)]
-        return list(self._from_memory(session_id) or [])
+        return list(self._from_memory(scoped_session(session_id)) or [])

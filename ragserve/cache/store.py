@@ -17,7 +17,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Protocol
 
-from ragserve.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from ragserve.config import BreakerConfig
+from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 
 __all__ = ["KVStore", "MemoryStore", "RedisStore", "GuardedStore", "StoreCounters"]
 
@@ -215,7 +216,7 @@ class GuardedStore:
     to skip work that only makes sense with a working store).
     """
 
-    def __init__(self, store: Any, *, timeout_s: float = 0.5,
+    def __init__(self, store: KVStore, *, timeout_s: float = 0.5,
                  breaker: BreakerConfig | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store

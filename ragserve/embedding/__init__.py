@@ -1,4 +1,5 @@
-from ragserve.embedding.base import Embedder
-from ragserve.embedding.sentence_transformers import SentenceTransformerEmbedder, pick_device
+from ragserve.embedding.base import Embedder, TextEncoder
+from ragserve.embedding.local import LocalEmbedder
+from ragserve.embedding.sentence_transformers import SentenceTransformerEmbedder
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "pick_device"]
+__all__ = ["Embedder", "TextEncoder", "LocalEmbedder", "SentenceTransformerEmbedder"]

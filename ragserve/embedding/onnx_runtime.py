@@ -102,6 +102,7 @@ class OnnxTransformer:
             raise ConfigurationError(f"runtime 'onnx' cannot run this model: {reason}")
         self._model = model
         self._tail = list(model)[1:]
+        self._per_text = False
         hf = getattr(model[0], "auto_model", None) or model[0].model
         sample = model.preprocess(["an example sentence", "two"])
         options = ort.SessionOptions()
@@ -129,6 +130,7 @@ class OnnxTransformer:
                 )
             if quantize == "int8":
                 path = _quantize_int8(path)
+                self._per_text = True
             elif quantize != "none":
                 raise ConfigurationError(f"unknown quantize {quantize!r}: 'none' or 'int8'")
             size = path.stat().st_size
@@ -143,6 +145,15 @@ class OnnxTransformer:
                  quantize if quantize != "none" else "float32", size, threads)
 
     def encode(self, texts: list[str], normalize: bool) -> np.ndarray:
+        if self._per_text and len(texts) > 1:
+            # Dynamic quantisation scales activations over the whole input tensor, so in one
+            # run a text's vector would depend on the texts beside it (cosine down to ~0.98).
+            # One run per text keeps each vector a function of its text alone, as the
+            # embedding cache and cross-request batching require.
+            return np.concatenate([self._encode([t], normalize) for t in texts])
+        return self._encode(texts, normalize)
+
+    def _encode(self, texts: list[str], normalize: bool) -> np.ndarray:
         import torch
 
         features = self._model.preprocess(texts)

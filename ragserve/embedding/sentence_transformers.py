@@ -1,24 +1,26 @@
 """Sentence-transformers embedder backend.
 
 Split the Infinity way: ``_prepare`` (prefix, truncate, sort by length), the model call, and
-restoring the caller's order. Sorting a batch by length keeps padding, and so wasted compute,
+restoring the caller's order; a passage longer than the model's input is first cut into
+windows whose vectors are averaged back into one (``ragserve.embedding.windows``). Sorting a batch by length keeps padding, and so wasted compute,
 small when short queries and long passages share a batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ragserve.config import EmbedderConfig
+from ragserve.devices import pick_device
 from ragserve.embedding.heap import TRIM_AFTER_CHARS, trim_heap
+from ragserve.embedding.windows import WindowSplitter, Windows, pool_windows
 from ragserve.models import resolve_model
 from ragserve.schemas import EmbedderInfo, InputKind
 
-__all__ = ["SentenceTransformerEmbedder", "pick_device", "plan_workers", "split_passes"]
+__all__ = ["SentenceTransformerEmbedder", "plan_workers", "split_passes"]
 
 log = logging.getLogger("ragserve.embedder")
 
@@ -79,23 +81,13 @@ def split_passes(lengths: list[int], max_size: int, workers: int,
     return pack(lo)
 
 
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is visible")
-    return requested
-
-
 class SentenceTransformerEmbedder:
-    """Embeds texts with a sentence-transformers model, any name or path.
+    """A ``TextEncoder``: a sentence-transformers model, any name or path.
 
     ``__init__`` only stores the config; ``warm_up()`` loads the model (seconds, CPU-bound).
     ``encode`` is synchronous and thread-safe: its passes run on a pool of ``workers`` threads
-    sharing the weights, each on ``threads_per_worker`` intra-op threads. ``embed`` runs it off
-    the event loop.
+    sharing the weights, each on ``threads_per_worker`` intra-op threads. The embedder stage
+    (``EmbedderDeployment``, or ``LocalEmbedder`` in process) runs it off the event loop.
     """
 
     def __init__(self, config: EmbedderConfig) -> None:
@@ -107,6 +99,7 @@ class SentenceTransformerEmbedder:
         self.threads_per_worker: int | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._onnx = None  # an OnnxTransformer when config.runtime == "onnx"
+        self._windows_of: WindowSplitter | None = None  # cuts long passages into windows
 
     @property
     def name(self) -> str:
@@ -149,9 +142,25 @@ class SentenceTransformerEmbedder:
             self._onnx = OnnxTransformer(model, threads=self.threads_per_worker or 1,
                                          quantize=self.config.quantize)
             self._onnx.encode(["warm up"], self.config.normalize)
+        self._windows_of = self._splitter(model)
         self._model, self._device, self._dtype = model, device, dtype
         self._source = resolved.source
         log.info("embedder loaded: %s from %s on %s/%s", self.config.model, resolved.source, device, dtype)
+
+    def _splitter(self, model) -> WindowSplitter | None:
+        """Cuts long passages into windows of the model's limit less its special tokens and
+        the passage prefix; None when long passages are truncated."""
+        if self.config.long_passages == "truncate" or not model.max_seq_length:
+            return None
+        # Counted with the splitter's own tokenizer: a call on the model's would reset its
+        # truncation settings, which the warm-up call settled for the worker threads.
+        probe = WindowSplitter(model.tokenizer, model.max_seq_length, 0)
+        size = (model.max_seq_length - model.tokenizer.num_special_tokens_to_add(pair=False)
+                - probe.count(self.config.passage_prefix))
+        if size <= self.config.window_overlap:
+            raise ValueError(f"window_overlap {self.config.window_overlap} leaves no room in "
+                             f"windows of {size} word pieces")
+        return WindowSplitter(model.tokenizer, size, self.config.window_overlap)
 
     @property
     def encode_batch_size(self) -> int:
@@ -175,6 +184,7 @@ class SentenceTransformerEmbedder:
             dtype=self._dtype,
             max_seq_length=model.max_seq_length,
             quantize=self.config.quantize,
+            long_passages=self.config.long_passages,
         )
 
     def _prepare(self, texts: list[str], kinds: list[InputKind]) -> list[str]:
@@ -191,7 +201,8 @@ class SentenceTransformerEmbedder:
         concurrent calls share the worker pool."""
         if not texts:
             return np.zeros((0, self.info().dimension), dtype=np.float32)
-        prepared = self._prepare(texts, kinds)
+        windows = self._windows(texts, kinds)
+        prepared = self._prepare(windows.texts, [kinds[i] for i in windows.owner])
         order = sorted(range(len(prepared)), key=lambda i: len(prepared[i]), reverse=True)
         ordered = [prepared[i] for i in order]
         passes = split_passes([len(t) for t in ordered], self.encode_batch_size, self.workers)
@@ -201,7 +212,15 @@ class SentenceTransformerEmbedder:
         out[order] = vectors
         if sum(len(t) for t in prepared) >= TRIM_AFTER_CHARS:
             trim_heap()  # or the pages of this call's activations stay with the process
-        return out
+        return pool_windows(out, windows, self.config.normalize)
+
+    def _windows(self, texts: list[str], kinds: list[InputKind]) -> Windows:
+        """Long passages cut into windows the model reads whole (``long_passages: mean``)."""
+        limit = self.config.max_input_chars
+        texts = [t[:limit] for t in texts]
+        if self._windows_of is None:
+            return Windows(texts, list(range(len(texts))), len(texts))
+        return self._windows_of.expand(texts, [k == "passage" for k in kinds])
 
     def _encode_pass(self, texts: list[str]) -> np.ndarray:
         if self._onnx is not None:
@@ -213,10 +232,6 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-
-    async def embed(self, texts: list[str], kind: InputKind = "passage") -> list[list[float]]:
-        vectors = await asyncio.to_thread(self.encode, texts, [kind] * len(texts))
-        return vectors.tolist()
 
     def health(self) -> dict:
         info = self.info()

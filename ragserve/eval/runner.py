@@ -2,7 +2,8 @@
 
 In process (default): the same ``RAGPipeline`` the ingress runs, around in-process backends
 (sentence-transformers embedder, Qdrant local mode in a temp folder, the reranker's scorer).
-Against a running app (``--url``): ``POST /v1/documents`` and ``POST /v1/search`` over HTTP.
+Against a running app (``--url``): ``POST /v1/documents`` and ``POST /v1/search`` through
+``ragserve.client.AsyncRagServeClient``.
 
 Each mode is one ranking the pipeline can produce, ``RETRIEVAL[+rerank]``:
 - ``dense``, ``sparse``, ``hybrid``: the retriever's order in that retrieval mode;
@@ -18,18 +19,41 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-import httpx
 from tqdm import tqdm
 
+from ragserve.client import AsyncRagServeClient
 from ragserve.config import ChunkingConfig, EmbedderConfig, RerankerConfig, RetrieverConfig
 from ragserve.eval.beir import BeirDataset, evaluate_run
 from ragserve.schemas import IngestRequest, SearchRequest
 
-__all__ = ["EvalSettings", "ModeResult", "run_in_process", "run_over_http"]
+__all__ = [
+    "EvalSettings",
+    "ModeResult",
+    "ProgressBar",
+    "ProgressFactory",
+    "run_in_process",
+    "run_over_http",
+]
 
 DOC_BATCH = 128
+
+
+class ProgressBar(Protocol):
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class ProgressFactory(Protocol):
+    """Makes the progress display of one phase (ingestion, one mode's queries)."""
+
+    def __call__(self, *, total: int, desc: str, unit: str) -> ProgressBar: ...
+
+
+def _tqdm_bar(*, total: int, desc: str, unit: str) -> ProgressBar:
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 @dataclass
@@ -41,6 +65,7 @@ class EvalSettings:
     concurrency: int = 8
     fusion_weights: list[float] | None = None  # lexical_fusion weights to compare
     fusions: list[str] | None = None  # hybrid fusions to compare: rrf, dbsf
+    prefetch_min: int | None = None  # RetrieverConfig.prefetch_min (None: its default)
 
 
 RETRIEVAL_MODES = ("dense", "sparse", "hybrid")
@@ -89,9 +114,10 @@ def _run_from_results(results: list[Any]) -> dict[str, float]:
     return run
 
 
-async def _ask_all(ds: BeirDataset, ask: Callable, concurrency: int, label: str) -> dict:
+async def _ask_all(ds: BeirDataset, ask: Callable, concurrency: int, label: str,
+                   progress: ProgressFactory) -> dict:
     sem = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(ds.queries), desc=label, unit="q", leave=False)
+    bar = progress(total=len(ds.queries), desc=label, unit="q")
 
     async def one(qid: str, text: str):
         async with sem:
@@ -104,10 +130,13 @@ async def _ask_all(ds: BeirDataset, ask: Callable, concurrency: int, label: str)
     return dict(pairs)
 
 
-async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[str]) -> tuple[list[ModeResult], dict]:
+async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[str], *,
+                         progress: ProgressFactory = _tqdm_bar) -> tuple[list[ModeResult], dict]:
+    from ragserve.config import IngressConfig, LimitsConfig
     from ragserve.embedding import SentenceTransformerEmbedder
+    from ragserve.embedding.local import LocalEmbedder
     from ragserve.ingest.chunking import TokenChunker
-    from ragserve.pipeline import PipelineSettings, RAGPipeline
+    from ragserve.pipeline import RAGPipeline, StageSet
     from ragserve.reranking.factory import load_scorer
     from ragserve.reranking.lexical import RetrievalOrderScorer
     from ragserve.reranking.local import ScorerReranker
@@ -115,9 +144,11 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
 
     backend = SentenceTransformerEmbedder(settings.embedder)
     await asyncio.to_thread(backend.warm_up)
-    embedder = _AsyncEmbedder(backend)
+    embedder = LocalEmbedder(backend)
     with tempfile.TemporaryDirectory(prefix="ragserve-eval-") as tmp:
-        retriever = QdrantRetriever(RetrieverConfig(path=str(Path(tmp) / "qdrant"), collection="eval"))
+        overrides = {} if settings.prefetch_min is None else {"prefetch_min": settings.prefetch_min}
+        retriever = QdrantRetriever(RetrieverConfig(path=str(Path(tmp) / "qdrant"), collection="eval",
+                                                    **overrides))
         await retriever.warm_up()
         parsed = [parse_mode(m) for m in modes]
         rerankers: dict[str, ScorerReranker] = {"none": ScorerReranker(RetrievalOrderScorer())}
@@ -134,21 +165,26 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
                 if reason is None:  # a cross-encoder loaded: the weight does not apply
                     break
         chunker = TokenChunker(settings.chunking)
-        pipeline_settings = PipelineSettings(stage_timeout_s=600, max_query_chars=100_000,
-                                             embed_batch_size=64)
+        config = IngressConfig(stage_timeout_s=600, stage_timeouts_s={"reranker": 600},
+                               limits=LimitsConfig(max_query_chars=100_000),
+                               chunking=settings.chunking.model_copy(update={"embed_batch_size": 64}))
 
         def pipeline(reranker):
-            return RAGPipeline(embedder=embedder, retriever=retriever, reranker=reranker,
-                               generator=None, chunker=chunker, settings=pipeline_settings)
+            return RAGPipeline(StageSet(embedder=embedder, retriever=retriever, reranker=reranker),
+                               config=config, chunker=chunker)
 
         first = pipeline(rerankers["none"])
         await first.startup()
-        info = {"embedder": backend.name, "documents": 0, "chunks": 0}
+        info = {"embedder": backend.name, "long_passages": settings.embedder.long_passages,
+                "documents": 0, "chunks": 0}
         t = time.perf_counter()
         docs = _documents(ds)
-        for i in tqdm(range(0, len(docs), DOC_BATCH), desc="ingest", unit="batch", leave=False):
+        bar = progress(total=-(-len(docs) // DOC_BATCH), desc="ingest", unit="batch")
+        for i in range(0, len(docs), DOC_BATCH):
             res = await first.ingest(IngestRequest.model_validate({"documents": docs[i:i + DOC_BATCH]}))
             info["chunks"] += sum(d.chunks for d in res.documents)
+            bar.update(1)
+        bar.close()
         info["documents"] = len(docs)
         info["ingest_s"] = round(time.perf_counter() - t, 1)
         results = []
@@ -171,7 +207,7 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
 
                 name = retrieval if fusion is None or not settings.fusions else f"{retrieval}/{fusion}"
                 name = name if label == "none" else f"{name}+rerank ({label})"
-                run = await _ask_all(ds, ask, settings.concurrency, name)
+                run = await _ask_all(ds, ask, settings.concurrency, name, progress)
                 results.append(ModeResult(name, evaluate_run(ds.qrels, run), len(ds.queries),
                                           time.perf_counter() - t))
         await retriever.aclose()
@@ -179,40 +215,31 @@ async def run_in_process(ds: BeirDataset, settings: EvalSettings, modes: list[st
 
 
 async def run_over_http(ds: BeirDataset, url: str, settings: EvalSettings, *, ingest: bool = True,
-                        headers: dict | None = None) -> tuple[list[ModeResult], dict]:
-    async with httpx.AsyncClient(base_url=url, timeout=300, headers=headers) as client:
+                        api_key: str | None = None, progress: ProgressFactory = _tqdm_bar,
+                        ) -> tuple[list[ModeResult], dict]:
+    """The ``service`` mode: ingest the corpus (unless ``ingest`` is false), then search.
+
+    Calls go through the client, so they are retried on 429/503 and connection errors; any
+    other failure raises the client's typed error and ends the run.
+    """
+    async with AsyncRagServeClient(url, api_key=api_key, timeout_s=300) as client:
         info: dict[str, Any] = {"url": url}
         if ingest:
             t = time.perf_counter()
             docs = _documents(ds)
-            for i in tqdm(range(0, len(docs), DOC_BATCH), desc="ingest", unit="batch", leave=False):
-                r = await client.post("/v1/documents", json={"documents": docs[i:i + DOC_BATCH]})
-                r.raise_for_status()
+            bar = progress(total=-(-len(docs) // DOC_BATCH), desc="ingest", unit="batch")
+            for i in range(0, len(docs), DOC_BATCH):
+                await client.ingest(docs[i:i + DOC_BATCH])
+                bar.update(1)
+            bar.close()
             info.update(documents=len(docs), ingest_s=round(time.perf_counter() - t, 1))
 
         async def ask(text):
-            r = await client.post("/v1/search", json={"query": text[:4000], "top_k": settings.top_k,
-                                                      "rerank_top_n": settings.top_k})
-            r.raise_for_status()
-            return r.json()["results"]
+            answer = await client.search(text[:4000], top_k=settings.top_k,
+                                         rerank_top_n=settings.top_k)
+            return answer.results
 
         t = time.perf_counter()
-        run = await _ask_all(ds, ask, settings.concurrency, "service")
+        run = await _ask_all(ds, ask, settings.concurrency, "service", progress)
         return [ModeResult("service", evaluate_run(ds.qrels, run), len(ds.queries),
                            time.perf_counter() - t)], info
-
-
-class _AsyncEmbedder:
-    """The Embedder protocol around an in-process backend."""
-
-    def __init__(self, backend) -> None:
-        self.backend = backend
-
-    async def embed(self, texts, kind="passage"):
-        return await self.backend.embed(texts, kind)
-
-    async def info(self):
-        return self.backend.info()
-
-    async def health(self):
-        return self.backend.health()

@@ -1,6 +1,8 @@
-from ragserve.generation.base import GenerationChunk, Generator
+from ragserve.generation.base import Generator, GeneratorBackend
+from ragserve.generation.ctranslate2 import CTranslate2Generator
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.factory import build_generator
+from ragserve.generation.in_process import InProcessGenerator
 from ragserve.generation.local import TransformersGenerator, converted_model_dir
 from ragserve.generation.openai_compat import OpenAICompatibleGenerator
 from ragserve.generation.prompt import (
@@ -12,9 +14,11 @@ from ragserve.generation.prompt import (
 )
 
 __all__ = [
+    "InProcessGenerator",
     "Generator",
-    "GenerationChunk",
+    "GeneratorBackend",
     "TransformersGenerator",
+    "CTranslate2Generator",
     "OpenAICompatibleGenerator",
     "ExtractiveGenerator",
     "build_generator",

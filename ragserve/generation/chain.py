@@ -3,10 +3,18 @@ optional cheaper backend for simple queries.
 
 For each backend in order (the simple backend first when the router calls the query simple):
 - skipped at once while its circuit breaker is open (or it failed to load);
-- each call bounded by the backend's ``timeout_s`` and by what is left of ``deadline_s``;
-- transient failures (timeouts, connection errors, 5xx, 429) retried up to
-  ``retry.max_attempts`` tries in all, with full-jitter exponential backoff, waiting at least
-  the server's ``Retry-After`` (one longer than ``retry.max_retry_after_s`` moves on instead);
+- while its breaker is half-open, skipped too: the one trial call runs in the background
+  (the request's own prompt, ``max_tokens=1``, bounded by the backend's ``timeout_s``) and
+  closes or re-opens the breaker, so no user waits on a backend that may still hang;
+- each call bounded by the backend's ``timeout_s`` and by its share of ``deadline_s``: the
+  deadline is shared, and every later backend that may still answer (loaded, breaker not
+  open) keeps a reserve of its own ``timeout_s`` (at most an equal share of what is left),
+  so a hung primary can never use up the time the extractive fallback needs;
+- connection errors, 5xx and 429 retried up to ``retry.max_attempts`` tries in all, with
+  full-jitter exponential backoff, waiting at least the server's ``Retry-After`` (one longer
+  than ``retry.max_retry_after_s`` moves on instead); a try that *timed out* is not retried
+  unless ``retry.retry_timeouts`` (a hung server hangs again, and each try costs a whole
+  timeout): the next backend answers instead;
 - any other failure moves on to the next backend at once.
 
 The result says which backend answered and what happened to each one before it
@@ -15,6 +23,11 @@ same list; the pipeline then answers with the passages only, flagged ``degraded`
 
 A stream falls back only until its first token: after that the answer is committed to one
 backend, and a failure ends the stream (the pipeline flags it ``degraded``).
+
+Every model answer is then held to its passages (``GeneratorConfig.grounding``, see
+``ragserve.generation.grounding``): unsupported sentences are dropped, and an answer with none
+left is replaced by the extractive answer, its attempt recorded as ``ungrounded``. A stream
+releases sentences only once they are checked, so streamed and whole answers agree.
 """
 
 from __future__ import annotations
@@ -27,10 +40,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError, StageTimeoutError, StageUnavailableError
+from ragserve.generation.grounding import SentenceGate
+from ragserve.generation.prompt import extract_citations
 from ragserve.generation.routing import ComplexityRouter
-from ragserve.resilience.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 from ragserve.resilience.retry import backoff_s, describe_failure, is_transient, retry_after_s
-from ragserve.schemas import GenerationAttempt, GenerationRequest, GenerationResult
+from ragserve.schemas import GenerationAttempt, GenerationRequest, GenerationResult, ScoredChunk
 
 __all__ = ["FallbackGenerator", "ChainMember"]
 
@@ -46,10 +61,33 @@ class ChainMember:
         self.load_error: str | None = None
         self.calls = 0
         self.failures = 0
+        self.last_failure: str | None = None
+        self.probes = 0
+
+    @property
+    def up(self) -> bool:
+        """Loaded, and its breaker lets requests through (closed)."""
+        return self.load_error is None and self.breaker.state is BreakerState.closed
+
+    def may_answer(self) -> bool:
+        """Could take part in a request now (loaded, breaker not open): what a reserve is
+        kept for. Does not take the half-open trial slot."""
+        return self.load_error is None and self.breaker.state is not BreakerState.open
 
     def snapshot(self) -> dict:
         return {"backend": self.name, "timeout_s": self.timeout_s, "calls": self.calls,
                 "failures": self.failures, "breaker": self.breaker.snapshot(),
+                **({"load_error": self.load_error} if self.load_error else {})}
+
+    def status(self, role: str) -> dict:
+        """The per-backend line of ``/readyz``."""
+        state = self.breaker.state
+        return {"role": role,
+                "up": self.up,
+                "state": ("not_loaded" if self.load_error is not None else
+                          {"closed": "up", "open": "down", "half_open": "probing"}[state.value]),
+                "breaker": state.value,
+                "last_failure": self.last_failure,
                 **({"load_error": self.load_error} if self.load_error else {})}
 
 
@@ -63,6 +101,7 @@ class _Failed(Exception):
 class FallbackGenerator:
     def __init__(self, config: GeneratorConfig, members: list[ChainMember],
                  simple: ChainMember | None = None, *,
+                 grounded_fallback: Any | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None) -> None:
@@ -71,10 +110,13 @@ class FallbackGenerator:
         self.config = config
         self.members = members
         self.simple = simple
+        # answers when a model's answer has no supported sentence (None: grounding off)
+        self.grounded_fallback = grounded_fallback if config.grounding.enabled else None
         self.name = members[0].name
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._probes: set[asyncio.Task] = set()  # half-open trials running in the background
         self.router = (ComplexityRouter(config.routing, members[0].backend.count_tokens)
                        if config.routing is not None and simple is not None else None)
 
@@ -83,8 +125,7 @@ class FallbackGenerator:
                       simple: Any | None = None, **kw: Any) -> "FallbackGenerator":
         """``backends``: built from ``[config.backend, *config.fallbacks]``, in that order."""
         configs = [config.backend, *config.fallbacks]
-        breaker = BreakerConfig(failure_threshold=config.breaker.failure_threshold,
-                                reset_timeout_s=config.breaker.reset_timeout_s)
+        breaker = config.breaker
         clock = kw.get("clock", time.monotonic)
 
         def member(backend: Any, cfg: Any) -> ChainMember:
@@ -104,6 +145,8 @@ class FallbackGenerator:
     def warm_up(self) -> None:
         """Load every backend. One that fails to load is skipped while others can answer;
         only when none loads does this raise (Serve then replaces the replica)."""
+        if self.grounded_fallback is not None:
+            self.grounded_fallback.warm_up()
         for m in self._all():
             try:
                 m.backend.warm_up()
@@ -119,7 +162,25 @@ class FallbackGenerator:
         return self.members[0].backend.count_tokens(text)
 
     def health(self) -> dict:
+        """``status``: ``ok`` (the primary is up), ``degraded`` (the primary is down or
+        probing and a fallback can answer) or ``down`` (no backend can answer: answers are
+        passages only); ``backends``: per backend, its role, whether it is ``up`` and its
+        breaker (``state``: up, down, probing, not_loaded); ``chain``: the counters."""
+        backends: dict[str, dict] = {}
+        roles = ([("simple", self.simple)] if self.simple else []) + [
+            ("primary" if i == 0 else f"fallback {i}", m) for i, m in enumerate(self.members)]
+        for role, m in roles:
+            key, n = m.name, 2
+            while key in backends:
+                key, n = f"{m.name}#{n}", n + 1
+            backends[key] = m.status(role)
+        primary = self.members[0]
+        status = ("ok" if primary.up else
+                  "degraded" if any(m.may_answer() for m in self.members[1:]) else "down")
         return {
+            "status": status,
+            "backends": backends,
+            "open_breakers": [k for k, b in backends.items() if b["breaker"] != "closed"],
             "chain": [m.snapshot() for m in self.members],
             **({"simple": self.simple.snapshot()} if self.simple else {}),
             **({"routes": dict(self.router.counts)} if self.router else {}),
@@ -130,10 +191,10 @@ class FallbackGenerator:
         return any(m.load_error is None for m in self._all())
 
     async def aclose(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
         for m in self._all():
-            close = getattr(m.backend, "aclose", None)
-            if close is not None:
-                await close()
+            await m.backend.aclose()
 
     # ------------------------------------------------------------------ routing
 
@@ -144,13 +205,71 @@ class FallbackGenerator:
         log.debug("route %s (%s)", route, reason)
         return ([self.simple] if route == "simple" else []) + list(self.members), route
 
-    def _usable(self, m: ChainMember, attempts: list[GenerationAttempt]) -> bool:
-        """Whether ``m`` may be tried now; if not, record why it was skipped."""
-        skip = ("not loaded" if m.load_error is not None
-                else None if m.breaker.allow() else "circuit open")
+    def _usable(self, m: ChainMember, attempts: list[GenerationAttempt],
+                request: GenerationRequest) -> bool:
+        """Whether ``m`` may be tried now; if not, record why it was skipped. A half-open
+        breaker's trial runs in the background (``_probe``): the request moves on."""
+        state = m.breaker.state
+        if m.load_error is not None:
+            skip: str | None = "not loaded"
+        elif state is BreakerState.closed:
+            skip = None
+        elif state is BreakerState.half_open:
+            if m.breaker.allow():
+                self._probe(m, request)
+            skip = "circuit half-open, probing"
+        else:
+            skip = "circuit open"
         if skip is not None:
             attempts.append(GenerationAttempt(backend=m.name, outcome="skipped", reason=skip))
         return skip is None
+
+    def _probe(self, m: ChainMember, request: GenerationRequest) -> None:
+        """The half-open trial, off every request's path: the request's own prompt with
+        ``max_tokens=1``, bounded as a request's try is (``first_token_timeout_s``, then
+        ``m.timeout_s``); closes or re-opens the breaker."""
+        trial = request.model_copy(update={"max_tokens": 1})
+
+        async def run() -> None:
+            m.probes += 1
+            m.calls += 1
+            try:
+                if self.config.first_token_timeout_s is not None:
+                    await self._generate_streamed(m, trial, m.timeout_s)
+                else:
+                    await asyncio.wait_for(m.backend.generate(trial), m.timeout_s)
+            except asyncio.CancelledError:
+                m.breaker.record_cancelled()
+                raise
+            except InvalidRequestError:
+                m.breaker.record_cancelled()  # says nothing about the backend's health
+            except Exception as exc:
+                m.failures += 1
+                m.last_failure = ("timeout" if isinstance(exc, asyncio.TimeoutError)
+                                  else describe_failure(exc))
+                m.breaker.record_failure()
+                log.warning("generator %s: half-open probe failed (%s); open again",
+                            m.name, m.last_failure)
+            else:
+                m.breaker.record_success()
+                m.last_failure = None
+                log.info("generator %s: half-open probe answered; breaker closed", m.name)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"probe:{m.name}")
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    def _share_end(self, later: list[ChainMember], deadline: float) -> float:
+        """When ``m``'s part of the shared deadline ends: every later backend that may still
+        answer keeps its ``timeout_s`` in reserve, or an equal share of what is left when
+        the reserves do not fit."""
+        reserving = [x for x in later if x.may_answer()]
+        if not reserving:
+            return deadline
+        now = self._clock()
+        remaining = deadline - now
+        reserve = sum(x.timeout_s for x in reserving)
+        return now + max(remaining - reserve, remaining / (len(reserving) + 1))
 
     # ------------------------------------------------------------------ one backend
 
@@ -178,8 +297,11 @@ class FallbackGenerator:
                 m.failures += 1
                 m.breaker.record_failure()
                 reason = describe_failure(exc)
+                m.last_failure = reason
                 log.warning("generator %s failed (%s), try %d", m.name, reason, tries)
+                timed_out = reason == "timeout"
                 if (tries >= self.config.retry.max_attempts or not is_transient(exc)
+                        or (timed_out and not self.config.retry.retry_timeouts)
                         or m.breaker.state is BreakerState.open):
                     raise _Failed(self._attempt(m, "failed", reason, tries, started)) from exc
                 wait = backoff_s(tries, self.config.retry, self._rng)
@@ -199,6 +321,7 @@ class FallbackGenerator:
                                                 tries, started)) from exc
                 continue
             m.breaker.record_success()
+            m.last_failure = None
             return result, self._attempt(m, "ok", None, tries, started)
 
     def _attempt(self, m: ChainMember, outcome: str, reason: str | None, tries: int,
@@ -219,35 +342,110 @@ class FallbackGenerator:
         members, route = self._plan(request)
         deadline = self._clock() + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
-        for m in members:
-            if not self._usable(m, attempts):
+        for i, m in enumerate(members):
+            if not self._usable(m, attempts, request):
                 continue
+            until = self._share_end(members[i + 1:], deadline)
 
             async def call(timeout: float, m: ChainMember = m) -> GenerationResult:
+                if self.config.first_token_timeout_s is not None:
+                    return await self._generate_streamed(m, request, timeout)
                 try:
                     return await asyncio.wait_for(m.backend.generate(request), timeout)
                 except asyncio.TimeoutError as exc:
                     raise StageTimeoutError(f"{m.name} did not answer within {timeout:g}s") from exc
 
             try:
-                result, attempt = await self._call(m, deadline, call)
+                result, attempt = await self._call(m, until, call)
             except _Failed as failed:
                 attempts.append(failed.attempt)
                 continue
-            return result.model_copy(update={"attempts": [*attempts, attempt], "route": route})
+            gate = self._gate(m, request)
+            if gate is None:
+                return result.model_copy(update={"attempts": [*attempts, attempt],
+                                                 "route": route})
+            gate.feed(result.text)
+            gate.flush()
+            return await self._after_gate(gate, result, request, [*attempts, attempt], route)
         raise self._exhausted(attempts)
+
+    # ------------------------------------------------------------------ grounding
+
+    def _gate(self, m: ChainMember, request: GenerationRequest) -> SentenceGate | None:
+        """A sentence gate over the passages ``m`` puts in its prompt; None when its answers
+        need no check (grounding off, or the extractive backend: its sentences are the
+        passages' own)."""
+        if self.grounded_fallback is None or m.backend.name == self.grounded_fallback.name:
+            return None
+        plan = getattr(m.backend, "plan", None)
+        passages: list[ScoredChunk] = (plan(request).passages if plan is not None
+                                       else list(request.passages))
+        return SentenceGate(passages, self.config.grounding)
+
+    async def _after_gate(self, gate: SentenceGate, result: GenerationResult,
+                          request: GenerationRequest, attempts: list[GenerationAttempt],
+                          route: str | None) -> GenerationResult:
+        """The checked answer, or (no sentence supported) the grounded fallback's."""
+        grounded = gate.verdict()
+        if grounded.grounded:
+            return result.model_copy(update={
+                "text": grounded.text,
+                "cited": extract_citations(grounded.text, result.passages_used),
+                "unsupported_sentences": len(grounded.dropped),
+                "attempts": attempts, "route": route})
+        *before, last = attempts
+        ungrounded = last.model_copy(update={"outcome": "ungrounded",
+                                             "reason": grounded.reason()})
+        started = self._clock()
+        fallback = await self.grounded_fallback.generate(request)
+        ok = GenerationAttempt(backend=fallback.backend, outcome="ok", tries=1,
+                               elapsed_ms=round((self._clock() - started) * 1000, 2))
+        return fallback.model_copy(update={
+            "usage": result.usage,  # what the model spent; the fallback costs no tokens
+            "unsupported_sentences": len(grounded.dropped),
+            "attempts": [*before, ungrounded, ok], "route": route})
+
+    async def _generate_streamed(self, m: ChainMember, request: GenerationRequest,
+                                 timeout: float) -> GenerationResult:
+        """A whole answer read from the backend's stream, so that a server that accepts the
+        call and sends nothing is given up after ``first_token_timeout_s``, not after the
+        whole answer's ``timeout``."""
+        started = self._clock()
+        first = min(timeout, self.config.first_token_timeout_s or timeout)
+        iterator = m.backend.stream(request).__aiter__()
+        try:
+            try:
+                item = await asyncio.wait_for(iterator.__anext__(), first)
+            except asyncio.TimeoutError as exc:
+                raise StageTimeoutError(f"{m.name} sent nothing within {first:g}s") from exc
+            while "result" not in item:
+                left = timeout - (self._clock() - started)
+                try:
+                    if left <= 0:
+                        raise asyncio.TimeoutError
+                    item = await asyncio.wait_for(iterator.__anext__(), left)
+                except asyncio.TimeoutError as exc:
+                    raise StageTimeoutError(
+                        f"{m.name} did not finish within {timeout:g}s") from exc
+            return item["result"]
+        except StopAsyncIteration as exc:
+            raise StageUnavailableError(f"{m.name} ended its stream without a result") from exc
+        finally:
+            await _close(iterator)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
         members, route = self._plan(request)
         deadline = self._clock() + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
-        for m in members:
-            if not self._usable(m, attempts):
+        for i, m in enumerate(members):
+            if not self._usable(m, attempts, request):
                 continue
+            until = self._share_end(members[i + 1:], deadline)
 
             async def first(timeout: float, m: ChainMember = m):
                 """Open the stream and wait for its first item (the fallback point)."""
                 iterator = m.backend.stream(request).__aiter__()
+                timeout = min(timeout, self.config.first_token_timeout_s or timeout)
                 try:
                     item = await asyncio.wait_for(iterator.__anext__(), timeout)
                 except asyncio.TimeoutError as exc:
@@ -259,17 +457,31 @@ class FallbackGenerator:
                 return iterator, item
 
             try:
-                (iterator, item), attempt = await self._call(m, deadline, first)
+                (iterator, item), attempt = await self._call(m, until, first)
             except _Failed as failed:
                 attempts.append(failed.attempt)
                 continue
             # Committed to this backend from here on.
+            gate = self._gate(m, request)
             try:
                 while True:
-                    if "result" in item:
+                    if "result" in item and gate is not None:
+                        tail = gate.flush()
+                        if tail:
+                            yield {"delta": tail}
+                        result = await self._after_gate(gate, item["result"], request,
+                                                        [*attempts, attempt], route)
+                        if not gate.verdict().grounded and result.text:
+                            yield {"delta": result.text}  # nothing was shown: the fallback's
+                        item = {"result": result}
+                    elif "result" in item:
                         item = {"result": item["result"].model_copy(
                             update={"attempts": [*attempts, attempt], "route": route})}
-                    yield item
+                    elif "delta" in item and gate is not None:
+                        released = gate.feed(item["delta"])
+                        item = {"delta": released} if released else None
+                    if item is not None:
+                        yield item
                     try:
                         item = await asyncio.wait_for(iterator.__anext__(), m.timeout_s)
                     except StopAsyncIteration:

@@ -7,25 +7,48 @@ import re
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
-from ragserve.generation.prompt import PromptPlan, TiktokenBudgeting
-from ragserve.reranking.lexical import stem, tokenize
+from ragserve.generation.prompt import (
+    NO_PASSAGES_ANSWER,
+    PromptPlan,
+    TiktokenBudgeting,
+    content_terms,
+    looks_like_instruction,
+)
 from ragserve.schemas import GenerationRequest, GenerationResult
 from ragserve.tokens import get_encoding
 
 __all__ = ["ExtractiveGenerator", "NO_PASSAGES_ANSWER"]
 
-NO_PASSAGES_ANSWER = "I could not find relevant passages for this question."
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _WORDS_PER_DELTA = 4
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    """Prose sentences of ``text``: a line break ends one too (Markdown lists, short lines);
+    code blocks, table rows, headings and lines that are mostly not words are left out (an
+    answer quotes statements, not layout)."""
+    out: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        if (fenced or not stripped or stripped.startswith(("|", "#", "<!--"))
+                or line.startswith("    ")):
+            continue
+        stripped = _BULLET.sub("", stripped)
+        wordy = sum(c.isalpha() or c.isspace() for c in stripped)
+        if wordy < 0.6 * len(stripped):
+            continue
+        out += [x.strip() for x in _SENTENCE_END.split(stripped) if x.strip()]
+    return out
 
 
 def _terms(text: str) -> set[str]:
-    return {stem(t) for t in tokenize(text)}
+    return content_terms(text)
 
 
 def _render(groups: list[tuple[int, list[str]]]) -> str:
@@ -65,6 +88,7 @@ class ExtractiveGenerator(TiktokenBudgeting):
             (n, s_idx, s)
             for n, p in enumerate(plan.passages, start=1)
             for s_idx, s in enumerate(split_sentences(p.text))
+            if not looks_like_instruction(s)  # retrieved text is data: never echo an injection
         ]
         if not sentences:
             return []
@@ -83,8 +107,11 @@ class ExtractiveGenerator(TiktokenBudgeting):
             score = sum(math.log(1.0 + n_docs / df.get(t, 1)) for t in shared)
             scored.append((score, n, s_idx, s))
         best = [x for x in scored if x[0] > 0]
-        if not best:  # nothing shares a term: the top of the first passage is the best guess
-            return [(sentences[0][0], sentences[0][2])]
+        # Relevant only if some sentence holds enough of what the question asks about: one
+        # shared common word ("use", "run") is not an answer.
+        need = max(1.0, self.backend_config.min_query_coverage * len(query_terms))
+        if not any(len(query_terms & _terms(s)) >= need for _, _, _, s in best):
+            return []
         best.sort(key=lambda x: (-x[0], rank[x[1]], x[2]))
         picked = sorted(best[: self.backend_config.max_sentences], key=lambda x: (x[1], x[2]))
         return [(n, s) for _, n, _, s in picked]
@@ -92,13 +119,14 @@ class ExtractiveGenerator(TiktokenBudgeting):
     def _answer(self, request: GenerationRequest) -> GenerationResult:
         plan = self.plan(request)
         finish = "stop"
-        if not plan.passages:
+        selected = self._select(request.query, plan) if plan.passages else []
+        if not selected:
             text = NO_PASSAGES_ANSWER
         else:
             # Consecutive sentences of one passage share one marker: "A. B. [2]".
             groups: list[tuple[int, list[str]]] = []
             text = ""
-            for n, sentence in self._select(request.query, plan):
+            for n, sentence in selected:
                 if groups and groups[-1][0] == n:
                     candidate = groups[:-1] + [(n, [*groups[-1][1], sentence])]
                 else:

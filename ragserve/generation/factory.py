@@ -8,8 +8,9 @@ from ragserve.config import (
     LocalGeneratorConfig,
     OpenAIGeneratorConfig,
 )
-from ragserve.generation.base import Generator
+from ragserve.generation.base import GeneratorBackend
 from ragserve.generation.chain import FallbackGenerator
+from ragserve.generation.ctranslate2 import CTranslate2Generator
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.local import TransformersGenerator
 from ragserve.generation.openai_compat import OpenAICompatibleGenerator
@@ -17,7 +18,7 @@ from ragserve.generation.openai_compat import OpenAICompatibleGenerator
 __all__ = ["build_generator", "build_generation_chain"]
 
 
-def build_generator(config: GeneratorConfig) -> Generator:
+def build_generator(config: GeneratorConfig) -> GeneratorBackend:
     """The backend ``config.backend`` names, constructed but not warmed up.
 
     Every backend has a synchronous ``warm_up() -> None`` that the caller runs once before
@@ -25,11 +26,13 @@ def build_generator(config: GeneratorConfig) -> Generator:
     ``GeneratorDeployment`` does); the OpenAI-compatible and extractive ones only load the
     tiktoken encoding, and the OpenAI client is created lazily inside the event loop that
     first uses it, so calling ``warm_up`` from a worker thread is safe for all of them.
-    (torch and transformers are imported inside the local backend's ``warm_up``.)
+    (torch, transformers and ctranslate2 are imported inside the local backends' ``warm_up``.)
     """
     config = GeneratorConfig.model_validate(config)
     backend = config.backend
     if isinstance(backend, LocalGeneratorConfig):
+        if backend.engine == "ctranslate2":
+            return CTranslate2Generator(config)
         return TransformersGenerator(config)
     if isinstance(backend, OpenAIGeneratorConfig):
         return OpenAICompatibleGenerator(config)
@@ -44,10 +47,12 @@ def build_generation_chain(config: GeneratorConfig) -> FallbackGenerator:
     chain's ``warm_up`` loads them all)."""
     config = GeneratorConfig.model_validate(config)
 
-    def one(backend_config) -> Generator:
+    def one(backend_config) -> GeneratorBackend:
         return build_generator(config.model_copy(
             update={"backend": backend_config, "fallbacks": [], "routing": None}))
 
     backends = [one(b) for b in (config.backend, *config.fallbacks)]
     simple = one(config.routing.simple_backend) if config.routing is not None else None
-    return FallbackGenerator.from_backends(config, backends, simple)
+    # answers, from the passages' own sentences, when a model's answer is not grounded
+    grounded = (one(ExtractiveGeneratorConfig()) if config.grounding.enabled else None)
+    return FallbackGenerator.from_backends(config, backends, simple, grounded_fallback=grounded)

@@ -1,4 +1,6 @@
-"""A causal LM run in-process with transformers (any name, folder or GGUF file)."""
+"""A causal LM run in-process (any name, folder or GGUF file): the shared half of the local
+engines (``LocalChatGenerator``) and the transformers engine (``TransformersGenerator``).
+The CTranslate2 engine is ``ragserve.generation.ctranslate2``."""
 
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from ragserve.config import GeneratorConfig, LocalGeneratorConfig
-from ragserve.embedding import pick_device
+from ragserve.devices import pick_device
 from ragserve.errors import InvalidRequestError, ModelNotReadyError
 from ragserve.generation.prompt import PromptPlan, plan_prompt
 from ragserve.models import ResolvedModel, resolve_model
 from ragserve.schemas import GenerationRequest, GenerationResult
 
-__all__ = ["TransformersGenerator", "converted_model_dir"]
+__all__ = ["LocalChatGenerator", "TransformersGenerator", "converted_model_dir", "write_atomically"]
 
 log = logging.getLogger("ragserve.generator")
 
@@ -45,47 +47,58 @@ def converted_model_dir(cache_dir: str | os.PathLike, resolved: ResolvedModel) -
     return Path(cache_dir).expanduser() / f"{safe}-{digest}"
 
 
-class _EventStop:
-    """A StoppingCriteria that ends generation once the event is set (consumer gone)."""
+def write_atomically(target: Path, write: Callable[[Path], None], marker: str) -> bool:
+    """Build a cache folder with ``write(tmp)`` in a temporary sibling folder (which ``write``
+    creates) and rename it to ``target``, so a crash never leaves half a cache. Two writers
+    racing (two replicas) both finish; the loser's rename fails and the winner's copy stays.
+    Returns whether ``target/marker`` exists afterwards; an ``OSError`` (an unwritable cache)
+    is logged, not raised."""
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            # a crashed conversion's leftovers; a live one is younger than this
+            if time.time() - stale.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        write(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / marker).is_file():
+                raise
+            # another replica finished the same conversion first: keep theirs
+    except OSError as exc:
+        log.warning("could not cache the converted model in %s (%s); the next start "
+                    "converts it again", target, exc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return (target / marker).is_file()
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
+class LocalChatGenerator:
+    """What the local engines share: config, the model's own tokenizer and chat template,
+    prompt planning with the template's measured overheads, exact token counts, the worker
+    thread, streaming, cancellation, finish reasons and ``health``. An engine subclass sets
+    ``engine``, loads ``_model``/``_tokenizer`` in ``_load`` and decodes in ``_decode``.
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
-                          device=input_ids.device)
+    Concurrency: one decode at a time per instance (a lock). On CPU a second concurrent
+    generation would only split the same cores; scale with replicas instead. Generation runs
+    in a worker thread; ``generate`` and ``stream`` never block the event loop. If the caller
+    goes away — ``generate`` cancelled (a stage timeout), or ``stream`` closed or cancelled —
+    the decode loop ends at the next token.
 
-
-class TransformersGenerator:
-    """Generation with a local transformers causal LM, through its chat template.
-
-    Lifecycle: ``__init__`` stores the config; ``warm_up()`` (synchronous, seconds of CPU —
-    callers run it in a thread) resolves the model and loads it. A GGUF checkpoint is
-    dequantized by transformers on first load (SmolLM2-135M: 16–19 s on 2 busy cores) and
-    saved as safetensors under ``cache_dir`` (see ``converted_model_dir``), written to a
-    temporary folder and renamed into place so a crash never leaves half a cache; later starts
-    load that copy (0.2–0.3 s here once the files are in the page cache; MODELS.md: ~2 s cold).
-    A cache that cannot be written, or a copy that no longer loads, is logged and the GGUF
-    file is used: never fatal.
-
-    Device ``auto``: CUDA in float16 when visible, else CPU in float32.
-
-    Concurrency: one ``model.generate`` at a time per instance (a lock). On CPU a second
-    concurrent generation would only split the same cores; scale with replicas instead.
-    Generation runs in a worker thread; ``generate`` and ``stream`` never block the event
-    loop. If the caller goes away — ``generate`` cancelled (a stage timeout), or ``stream``
-    closed or cancelled — a stopping criterion ends the model loop at the next token.
-
-    Token counts are exact: the model's tokenizer, and ``usage`` from the token ids.
+    Token counts are exact: the model's tokenizer, and ``usage`` from the token ids (the
+    end-of-turn token included when the model stopped on it).
     """
+
+    engine = "unset"
+    _streamer_skips_prompt = True  # whether _decode feeds the prompt to the streamer first
 
     def __init__(self, config: GeneratorConfig | LocalGeneratorConfig) -> None:
         if isinstance(config, LocalGeneratorConfig):
             config = GeneratorConfig(backend=config)
         if not isinstance(config.backend, LocalGeneratorConfig):
-            raise TypeError("TransformersGenerator needs a LocalGeneratorConfig backend")
+            raise TypeError(f"{type(self).__name__} needs a LocalGeneratorConfig backend")
         self.config = config
         self.backend_config: LocalGeneratorConfig = config.backend
         self.name = f"local:{self.backend_config.model}"
@@ -97,10 +110,23 @@ class TransformersGenerator:
         self._loaded_from: str | None = None
         self._converted: str | None = None
         self._load_s: float | None = None
+        self._eos_ids: set[int] = set()
         self._overheads = (4, 3)
         self._counts = {"generations": 0, "cancelled": 0}
         self._load_lock = threading.Lock()
-        self._lock = threading.Lock()  # one generate() at a time
+        self._lock = threading.Lock()  # one decode at a time
+
+    # ------------------------------------------------------------------ engine hooks
+
+    def _load(self) -> None:
+        """Set ``_model``, ``_tokenizer``, ``_eos_ids`` and the health fields; blocking."""
+        raise NotImplementedError
+
+    def _decode(self, prompt_ids: list[int], max_new: int, stop: threading.Event,
+                streamer) -> list[int]:
+        """The new token ids (at most ``max_new``), each also passed to ``streamer.put``;
+        returns early once ``stop`` is set. Called with the decode lock held."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ loading
 
@@ -108,68 +134,11 @@ class TransformersGenerator:
         with self._load_lock:
             if self._model is None:
                 self._load()
-
-    def _load(self) -> None:
-        import torch
-
-        cfg = self.backend_config
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        device = pick_device(cfg.device)
-        dtype = torch.float16 if device == "cuda" else torch.float32
-        resolved = resolve_model(cfg.model, cfg.gguf_file)
-        start = time.perf_counter()
-        if resolved.gguf_file:
-            target = converted_model_dir(cfg.cache_dir, resolved)
-            loaded = None
-            if (target / "config.json").is_file():
-                try:
-                    loaded = self._from_pretrained(str(target), dtype, local=True)
-                    source, loaded_from = "cache", str(target)
-                except Exception as exc:  # noqa: BLE001 - a damaged copy: the GGUF still works
-                    log.warning("converted copy %s failed to load (%s: %s); loading the GGUF "
-                                "file instead", target, type(exc).__name__, exc)
-            if loaded is None:
-                loaded = self._from_gguf(resolved)
-                source, loaded_from = "gguf", str(Path(resolved.path) / resolved.gguf_file)
-                if not target.exists():
-                    self._save_converted(*loaded, target, resolved)
-            model, tokenizer = loaded
-            self._converted = str(target) if (target / "config.json").is_file() else None
-        else:
-            model, tokenizer = self._from_pretrained(resolved.path, dtype,
-                                                     local=resolved.source != "hub")
-            source, loaded_from = "pretrained", resolved.path
-        model.to(device=device, dtype=dtype)
-        model.eval()
-        self._model, self._tokenizer = model, tokenizer
-        self._device, self._dtype = device, str(dtype).removeprefix("torch.")
-        self._source, self._loaded_from = source, loaded_from
-        self._load_s = round(time.perf_counter() - start, 3)
-        self._overheads = self._measure_overheads()
-        log.info("generator loaded: %s from %s (%s) on %s in %.1fs",
-                 cfg.model, loaded_from, source, device, self._load_s)
-
-    @staticmethod
-    def _from_pretrained(path: str, dtype, *, local: bool):
-        from huggingface_hub import is_offline_mode
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        def load(local_only: bool):
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                         local_files_only=local_only)
-            return model, tok
-
-        if local or is_offline_mode():
-            return load(True)
-        try:  # cache first: without a network the hub client retries for a long time
-            return load(True)
-        except OSError:
-            return load(False)
+                self._overheads = self._measure_overheads()
 
     @staticmethod
     def _from_gguf(resolved: ResolvedModel):
+        """A GGUF checkpoint dequantized by transformers into a dense float32 model."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -187,30 +156,17 @@ class TransformersGenerator:
         return model, tokenizer
 
     @staticmethod
-    def _save_converted(model, tokenizer, target: Path, resolved: ResolvedModel) -> None:
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in target.parent.glob(f".{target.name}.tmp-*"):
-                # a crashed conversion's leftovers; a live one is younger than this
-                if time.time() - stale.stat().st_mtime > _STALE_TMP_S:
-                    shutil.rmtree(stale, ignore_errors=True)
+    def _save_converted(model, tokenizer, target: Path, resolved: ResolvedModel) -> bool:
+        """The dequantized model as a transformers folder at ``target`` (atomically)."""
+
+        def write(tmp: Path) -> None:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "ragserve-source.json").write_text(json.dumps(
                 {"path": resolved.path, "gguf_file": resolved.gguf_file,
                  "source": resolved.source}, indent=2))
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not (target / "config.json").is_file():
-                    raise
-                # another replica finished the same conversion first: keep theirs
-        except OSError as exc:
-            log.warning("could not cache the converted model in %s (%s); the next start "
-                        "converts the GGUF file again", target, exc)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        return write_atomically(target, write, "config.json")
 
     def _measure_overheads(self) -> tuple[int, int]:
         """Tokens the chat template adds per message and to prime the reply."""
@@ -242,9 +198,13 @@ class TransformersGenerator:
         _, tok = self._require()
         return len(tok.encode(text, add_special_tokens=False))
 
+    async def aclose(self) -> None:
+        """The weights go with the process; nothing to close."""
+
     def health(self) -> dict:
         return {
             "model": self.backend_config.model,
+            "engine": self.engine,
             "device": self._device,
             "dtype": self._dtype,
             "source": self._source,
@@ -318,16 +278,12 @@ class TransformersGenerator:
         stop: threading.Event,
         on_text: Callable[[str], None] | None,
     ) -> GenerationResult:
-        import torch
-        from transformers import StoppingCriteriaList, TextStreamer
+        from transformers import TextStreamer
 
-        model, tok = self._require()
+        _, tok = self._require()
         plan = self.plan(request)
-        enc = tok.apply_chat_template(plan.messages, add_generation_prompt=True,
-                                      tokenize=True, return_dict=True, return_tensors="pt")
-        input_ids = enc["input_ids"].to(self._device)
-        attention_mask = enc["attention_mask"].to(self._device)
-        prompt_len = int(input_ids.shape[1])
+        prompt_ids = self._template_ids(plan.messages, add_generation_prompt=True)
+        prompt_len = len(prompt_ids)
         # The plan's estimate can miss the template by a token or two; never overrun the window.
         max_new = min(plan.max_tokens, self.backend_config.context_window - prompt_len)
         if max_new < 1:
@@ -338,42 +294,146 @@ class TransformersGenerator:
         pieces: list[str] = []
 
         class _Collect(TextStreamer):
+            """Detokenizes incrementally (whole words, never half a UTF-8 character)."""
+
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 if text:
                     pieces.append(text)
                     if on_text is not None:
                         on_text(text)
 
-        streamer = _Collect(tok, skip_prompt=True, skip_special_tokens=True)
-        temperature = self.backend_config.temperature
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
-            "do_sample": False}
+        streamer = _Collect(tok, skip_prompt=self._streamer_skips_prompt,
+                            skip_special_tokens=True)
         with self._lock:
             if stop.is_set():
-                output = input_ids  # the consumer left while waiting for the lock
+                new_tokens = []  # the consumer left while waiting for the lock
             else:
-                with torch.inference_mode():
-                    output = model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        max_new_tokens=max_new,
-                        repetition_penalty=self.backend_config.repetition_penalty,
-                        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
-                        else tok.eos_token_id,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_EventStop(stop)]),
-                        **sampling,
-                    )
-        new_tokens = output[0, prompt_len:].tolist()
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+                new_tokens = self._decode(prompt_ids, max_new, stop, streamer)
         self._counts["generations"] += 1
         if stop.is_set():
             finish = "cancelled"
             self._counts["cancelled"] += 1
-        elif len(new_tokens) >= max_new and (not new_tokens or new_tokens[-1] not in eos_ids):
+        elif len(new_tokens) >= max_new and (not new_tokens or new_tokens[-1] not in self._eos_ids):
             finish = "length"
         else:
             finish = "stop"
         return plan.result("".join(pieces), backend=self.name,
                            usage=plan.usage(prompt_len, len(new_tokens)), finish_reason=finish)
+
+
+class _EventStop:
+    """A StoppingCriteria that ends generation once the event is set (consumer gone)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+class TransformersGenerator(LocalChatGenerator):
+    """Generation with a local transformers causal LM, through its chat template
+    (``engine: transformers``).
+
+    Lifecycle: ``__init__`` stores the config; ``warm_up()`` (synchronous, seconds of CPU —
+    callers run it in a thread) resolves the model and loads it. A GGUF checkpoint is
+    dequantized by transformers on first load (SmolLM2-135M: 16–19 s on 2 busy cores) and
+    saved as safetensors under ``cache_dir`` (see ``converted_model_dir``), written to a
+    temporary folder and renamed into place so a crash never leaves half a cache; later starts
+    load that copy (0.2–0.3 s here once the files are in the page cache; MODELS.md: ~2 s cold).
+    A cache that cannot be written, or a copy that no longer loads, is logged and the GGUF
+    file is used: never fatal.
+
+    Device ``auto``: CUDA in float16 when visible, else CPU in float32. Concurrency,
+    cancellation and token counting: see ``LocalChatGenerator``.
+    """
+
+    engine = "transformers"
+
+    def _load(self) -> None:
+        import torch
+
+        cfg = self.backend_config
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        device = pick_device(cfg.device)
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        resolved = resolve_model(cfg.model, cfg.gguf_file)
+        start = time.perf_counter()
+        if resolved.gguf_file:
+            target = converted_model_dir(cfg.cache_dir, resolved)
+            loaded = None
+            if (target / "config.json").is_file():
+                try:
+                    loaded = self._from_pretrained(str(target), dtype, local=True)
+                    source, loaded_from = "cache", str(target)
+                except Exception as exc:  # noqa: BLE001 - a damaged copy: the GGUF still works
+                    log.warning("converted copy %s failed to load (%s: %s); loading the GGUF "
+                                "file instead", target, type(exc).__name__, exc)
+            if loaded is None:
+                loaded = self._from_gguf(resolved)
+                source, loaded_from = "gguf", str(Path(resolved.path) / resolved.gguf_file)
+                if not target.exists():
+                    self._save_converted(*loaded, target, resolved)
+            model, tokenizer = loaded
+            self._converted = str(target) if (target / "config.json").is_file() else None
+        else:
+            model, tokenizer = self._from_pretrained(resolved.path, dtype,
+                                                     local=resolved.source != "hub")
+            source, loaded_from = "pretrained", resolved.path
+        model.to(device=device, dtype=dtype)
+        model.eval()
+        eos = model.generation_config.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        self._model, self._tokenizer = model, tokenizer
+        self._device, self._dtype = device, str(dtype).removeprefix("torch.")
+        self._source, self._loaded_from = source, loaded_from
+        self._load_s = round(time.perf_counter() - start, 3)
+        log.info("generator loaded: %s from %s (%s) on %s in %.1fs",
+                 cfg.model, loaded_from, source, device, self._load_s)
+
+    @staticmethod
+    def _from_pretrained(path: str, dtype, *, local: bool):
+        from huggingface_hub import is_offline_mode
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        def load(local_only: bool):
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
+                                                         local_files_only=local_only)
+            return model, tok
+
+        if local or is_offline_mode():
+            return load(True)
+        try:  # cache first: without a network the hub client retries for a long time
+            return load(True)
+        except OSError:
+            return load(False)
+
+    def _decode(self, prompt_ids: list[int], max_new: int, stop: threading.Event,
+                streamer) -> list[int]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        model, tok = self._model, self._tokenizer
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)
+        attention_mask = torch.ones_like(input_ids)
+        temperature = self.backend_config.temperature
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {
+            "do_sample": False}
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new,
+                repetition_penalty=self.backend_config.repetition_penalty,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
+                else tok.eos_token_id,
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([_EventStop(stop)]),
+                **sampling,
+            )
+        return output[0, len(prompt_ids):].tolist()

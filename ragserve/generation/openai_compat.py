@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from ragserve.config import GeneratorConfig, OpenAIGeneratorConfig
-from ragserve.errors import StageTimeoutError, StageUnavailableError
+from ragserve.errors import ConfigurationError, StageTimeoutError, StageUnavailableError
 from ragserve.generation.prompt import PromptPlan, TiktokenBudgeting
 from ragserve.schemas import GenerationRequest, GenerationResult, Usage
 
@@ -59,15 +59,27 @@ class OpenAICompatibleGenerator(TiktokenBudgeting):
 
     # ------------------------------------------------------------------ HTTP
 
+    def warm_up(self) -> None:
+        """The tiktoken encoding, and the API key's source checked (a missing Secret fails
+        the load, which ``/readyz`` shows, rather than every request)."""
+        super().warm_up()
+        if self.backend_config.api_key is not None:
+            self._api_key()
+
+    def _api_key(self) -> str:
+        try:
+            return self.backend_config.api_key.resolve()
+        except ValueError as exc:  # a missing Secret: say which, never the value
+            raise ConfigurationError(f"generator api_key: {exc}") from None
+
     def _http(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         # A client's connections belong to the loop that opened them; a call from another loop
         # (tests, a replica restarted in-process) gets a fresh client.
         if self._client is None or self._client_loop is not loop:
             headers = {"Accept": "application/json"}
-            key = self.backend_config.api_key
-            if key is not None and key.get_secret_value():
-                headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+            if self.backend_config.api_key is not None:
+                headers["Authorization"] = f"Bearer {self._api_key()}"
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.backend_config.timeout_s), headers=headers
             )

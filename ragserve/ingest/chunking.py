@@ -137,12 +137,16 @@ class TokenChunker:
         return [(lead + a, lead + b) for a, b in job.run()]
 
 
-def chunk_document(doc: DocumentIn, chunker: TextSplitter) -> list[Chunk]:
-    """Chunks of one document, with deterministic ids (see :mod:`ragserve.ingest.ids`)."""
-    hashed = doc_hash(doc.text, doc.content_type, doc.metadata)
+def chunk_document(doc: DocumentIn, chunker: TextSplitter, tenant: str = "default") -> list[Chunk]:
+    """Chunks of one document of ``tenant``, with deterministic ids (see
+    :mod:`ragserve.ingest.ids`) and the document's ACL."""
+    acl = sorted(set(doc.acl))
+    hashed = doc_hash(doc.text, doc.content_type, doc.metadata, acl)
     return [
         Chunk(
-            chunk_id=chunk_id(doc.id, text, index),
+            chunk_id=chunk_id(doc.id, text, index, tenant),
+            tenant=tenant,
+            acl=acl,
             doc_id=doc.id,
             chunk_index=index,
             text=text,

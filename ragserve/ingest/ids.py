@@ -34,7 +34,8 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def doc_hash(text: str, content_type: ContentType | str, metadata: dict[str, Any] | None) -> str:
+def doc_hash(text: str, content_type: ContentType | str, metadata: dict[str, Any] | None,
+             acl: list[str] | None = None) -> str:
     """sha256 hex of ``content type NUL canonical-metadata-JSON NUL text``.
 
     The metadata JSON has sorted keys and fixed separators, so key order does not matter.
@@ -47,12 +48,19 @@ def doc_hash(text: str, content_type: ContentType | str, metadata: dict[str, Any
     kind = ContentType(content_type).value
     digest = hashlib.sha256()
     digest.update(f"{kind}\x00{canonical_meta}\x00".encode("utf-8", "surrogatepass"))
+    if acl:  # an ACL change rewrites the document (no ACL: the hash documents had before ACLs)
+        digest.update(("acl\x00" + "\x1f".join(sorted(set(acl))) + "\x00").encode())
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 
-def chunk_id(doc_id: str, chunk_text: str, index: int) -> str:
-    """UUID5 of ``f"{doc_id}\\x00{index}\\x00{sha256(chunk_text)}"`` in a fixed namespace."""
+def chunk_id(doc_id: str, chunk_text: str, index: int, tenant: str = "default") -> str:
+    """UUID5 of ``f"{doc_id}\\x00{index}\\x00{sha256(chunk_text)}"`` in a fixed namespace;
+    for a tenant other than ``default``, ``f"{tenant}\\x00"`` leads the name, so the same
+    document id in two tenants is two sets of points (``default`` keeps the ids indexes had
+    before tenants)."""
     if index < 0:
         raise ValueError("chunk index must be >= 0")
-    return str(uuid.uuid5(CHUNK_ID_NAMESPACE, f"{doc_id}\x00{index}\x00{text_hash(chunk_text)}"))
+    lead = "" if tenant == "default" else f"{tenant}\x00"
+    return str(uuid.uuid5(CHUNK_ID_NAMESPACE,
+                          f"{lead}{doc_id}\x00{index}\x00{text_hash(chunk_text)}"))

@@ -1,6 +1,6 @@
 from ragserve.reranking.base import Reranker, Scorer
 from ragserve.reranking.cross_encoder import CrossEncoderScorer
-from ragserve.reranking.factory import fallback_scorer, load_scorer, order_by_scores, rerank_with
+from ragserve.reranking.factory import fallback_scorer, load_scorer
 from ragserve.reranking.lexical import LexicalFusionScorer, RetrievalOrderScorer
 
 __all__ = [
@@ -11,6 +11,4 @@ __all__ = [
     "RetrievalOrderScorer",
     "load_scorer",
     "fallback_scorer",
-    "rerank_with",
-    "order_by_scores",
 ]

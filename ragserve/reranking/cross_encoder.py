@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ragserve.embedding import pick_device
+from ragserve.devices import pick_device
 from ragserve.models import resolve_model
 from ragserve.schemas import ScoredChunk
 

@@ -1,4 +1,4 @@
-"""Pick the scorer from config, and the one way to reorder candidates by a scorer's scores."""
+"""Pick the scorer from config."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from ragserve.config import RerankerConfig
 from ragserve.reranking.base import Scorer
 from ragserve.reranking.cross_encoder import CrossEncoderScorer
 from ragserve.reranking.lexical import LexicalFusionScorer, RetrievalOrderScorer
-from ragserve.schemas import ScoredChunk
 
-__all__ = ["load_scorer", "fallback_scorer", "rerank_with", "order_by_scores"]
+__all__ = ["load_scorer", "fallback_scorer"]
 
 log = logging.getLogger("ragserve.reranker")
 
@@ -40,34 +39,3 @@ def load_scorer(config: RerankerConfig) -> tuple[Scorer, str | None]:
         log.warning("%s; reranking with fallback %r instead", reason, fallback.name)
         return fallback, reason
     return scorer, None
-
-
-def order_by_scores(
-    chunks: list[ScoredChunk], scores: list[float], top_n: int
-) -> list[ScoredChunk]:
-    """Sort by ``scores`` (stable: ties keep the retriever's order), set ``score`` to them,
-    keep ``retrieval_score`` (filled from the old ``score`` where the retriever left it unset),
-    and return the best ``top_n``. ``rerank_with`` and batched ``score_many`` callers share it.
-    """
-    if len(scores) != len(chunks):
-        raise ValueError(f"{len(scores)} scores for {len(chunks)} chunks")
-    order = sorted(range(len(chunks)), key=lambda i: -scores[i])[: max(top_n, 0)]
-    return [
-        chunks[i].model_copy(
-            update={
-                "score": float(scores[i]),
-                "retrieval_score": (
-                    chunks[i].retrieval_score
-                    if chunks[i].retrieval_score is not None
-                    else chunks[i].score
-                ),
-            }
-        )
-        for i in order
-    ]
-
-
-def rerank_with(
-    scorer: Scorer, query: str, chunks: list[ScoredChunk], top_n: int
-) -> list[ScoredChunk]:
-    return order_by_scores(chunks, scorer.score(query, chunks), top_n)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from ragserve.reranking.base import Scorer
-from ragserve.reranking.factory import order_by_scores
+from ragserve.ordering import order_by_scores
 from ragserve.schemas import RerankResult, ScoredChunk
 
 __all__ = ["ScorerReranker"]

@@ -11,28 +11,15 @@ import time
 from enum import Enum
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
+from ragserve.config import BreakerConfig
 
-from ragserve.errors import StageUnavailableError
-
-__all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker", "CircuitOpenError"]
-
-
-class BreakerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    failure_threshold: int = Field(default=3, ge=1, description="Consecutive failures to open.")
-    reset_timeout_s: float = Field(default=10.0, gt=0, description="Open time before a trial call.")
+__all__ = ["BreakerState", "CircuitBreaker"]
 
 
 class BreakerState(str, Enum):
     closed = "closed"
     open = "open"
     half_open = "half_open"
-
-
-class CircuitOpenError(StageUnavailableError):
-    code = "circuit_open"
 
 
 class CircuitBreaker:
@@ -65,11 +52,6 @@ class CircuitBreaker:
             self._trial_in_flight = True
             return True
         return False
-
-    def check(self) -> None:
-        """``allow()`` or raise ``CircuitOpenError``."""
-        if not self.allow():
-            raise CircuitOpenError(f"{self.name}: circuit open", details={"breaker": self.name})
 
     def record_success(self) -> None:
         self._state = BreakerState.closed

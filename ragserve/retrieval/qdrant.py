@@ -2,21 +2,21 @@
 
 One point per chunk: id = ``chunk_id`` (a canonical UUID string), one named dense vector
 ``"dense"`` (cosine), payload = the chunk's fields. The collection's ``metadata`` records the
-embedding model and dimension so a replica started with another embedder refuses to serve.
+embedding model and dimension, and the lexical analyzer, so a replica started with another
+embedder or another analysis of text refuses to serve.
 
 Local mode is for development and small corpora: qdrant-client runs every call synchronously on
 the event loop (an exact brute-force search), and the folder is locked by the one client that
 opened it, so only one process (one retriever replica) can use it. Use a server beyond that.
-Its sparse scoring is a Python scan of every point, so in local mode the retriever answers the
-lexical side from an in-process inverted index that mirrors every write (``SparseIndex``, same
-scores) and fuses it with Qdrant's dense results the way Qdrant would.
+Its sparse scoring is a Python scan of every point, so in local mode unfiltered sparse and
+hybrid queries go to ``LocalLexicalMirror`` (same scores, from an in-process inverted index).
+How chunks and filters map onto points lives in ``payload``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ import httpx
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from qdrant_client.hybrid.fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 
 from ragserve.config import RetrievalMode, RetrieverConfig
 from ragserve.errors import (
@@ -34,16 +33,29 @@ from ragserve.errors import (
     StageTimeoutError,
     StageUnavailableError,
 )
+from ragserve.retrieval.lexical_mirror import LexicalPoint, LocalLexicalMirror
+from ragserve.retrieval.payload import (
+    ANALYZER_KEY,
+    SPARSE_NAME,
+    analyzer_mismatch,
+    VECTOR_NAME,
+    canonical_uuid,
+    chunk_fields,
+    doc_filter,
+    docs_condition,
+    metadata_filter,
+    payload_key,
+    point_payload,
+    scoped_filter,
+)
 from ragserve.retrieval.sparse import LexicalEncoder
-from ragserve.retrieval.sparse_index import SparseIndex
 from ragserve.schemas import Chunk, EmbedderInfo, Filters, ScoredChunk
+from ragserve.security.access import Access
 
 __all__ = ["QdrantRetriever", "VECTOR_NAME", "SCHEMA_VERSION"]
 
 log = logging.getLogger("ragserve.retriever")
 
-VECTOR_NAME = "dense"
-SPARSE_NAME = "lexical"
 SCHEMA_VERSION = 2  # 2: a sparse "lexical" vector beside the dense one
 _PAGE = 256
 
@@ -63,7 +75,7 @@ class QdrantRetriever:
         self.encoder = LexicalEncoder(config.lexical)
         self._client: AsyncQdrantClient | None = None
         self._has_sparse = True  # set from the collection by ensure_collection
-        self._sparse_index: SparseIndex | None = None  # local mode: built by ensure_collection
+        self._mirror: LocalLexicalMirror | None = None  # local mode: built by ensure_collection
 
     @property
     def name(self) -> str:
@@ -90,7 +102,10 @@ class QdrantRetriever:
                     "`url` to a Qdrant server."
                 ) from e
         else:
-            api_key = self.config.api_key.get_secret_value() if self.config.api_key else None
+            try:
+                api_key = self.config.api_key.resolve() if self.config.api_key else None
+            except ValueError as exc:  # a missing Secret: say which, never the value
+                raise ConfigurationError(f"retriever api_key: {exc}") from None
             # No background version probe: it warns from a thread at start-up whenever the
             # server is briefly unreachable; health() and ensure_collection() report that.
             self._client = AsyncQdrantClient(
@@ -102,7 +117,8 @@ class QdrantRetriever:
         log.info("retriever %s opened collection %r", self.name, self.collection)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
+        # The mirror is bound to this client; a later warm_up + ensure_collection rebuilds it.
+        client, self._client, self._mirror = self._client, None, None
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close()
@@ -134,6 +150,7 @@ class QdrantRetriever:
                             "embedder_model": embedder.model,
                             "dimension": embedder.dimension,
                             "schema": SCHEMA_VERSION,
+                            ANALYZER_KEY: self.encoder.analyzer,
                         },
                     )
                     log.info(
@@ -147,35 +164,19 @@ class QdrantRetriever:
             await self._ensure_indexes()
             info = await self.client.get_collection(self.collection)
             self._has_sparse = SPARSE_NAME in (info.config.params.sparse_vectors or {})
+            if self._has_sparse and (error := analyzer_mismatch(
+                    self.collection, info.config.metadata, self.encoder.analyzer)):
+                raise error
             if not self._has_sparse:
                 log.warning("collection %r has no lexical vectors (built before hybrid search): "
                             "sparse and hybrid queries use dense retrieval until it is re-indexed",
                             self.collection)
-            elif self.config.local and self.config.local_sparse_index and self._sparse_index is None:
-                # Once per process: this replica is the folder's only writer, so the mirror
+            elif self.config.local and self.config.local_sparse_index and self._mirror is None:
+                # Once per client: this replica is the folder's only writer, so the mirror
                 # stays in step after that (every ingress replica calls ensure_collection).
-                self._sparse_index = await self._load_sparse_index()
-
-    async def _load_sparse_index(self) -> SparseIndex:
-        index = SparseIndex()
-        docs: dict[str, list[tuple[str, list[int], list[float]]]] = {}
-        offset = None
-        while True:
-            points, offset = await self.client.scroll(
-                self.collection, limit=_PAGE, offset=offset, with_payload=["doc_id"],
-                with_vectors=[SPARSE_NAME],
-            )
-            for p in points:
-                sparse = (p.vector or {}).get(SPARSE_NAME) if isinstance(p.vector, dict) else None
-                if sparse is not None and p.payload:
-                    docs.setdefault(p.payload["doc_id"], []).append(
-                        (str(p.id), list(sparse.indices), list(sparse.values)))
-            if offset is None:
-                break
-        for doc_id, points in docs.items():
-            index.replace_document(doc_id, points)
-        log.info("lexical index of %r: %d points in memory", self.collection, len(index))
-        return index
+                mirror = LocalLexicalMirror(self.client, self.collection, self.encoder)
+                await mirror.load()
+                self._mirror = mirror
 
     async def _check_collection(self, embedder: EmbedderInfo) -> None:
         info = await self.client.get_collection(self.collection)
@@ -213,7 +214,9 @@ class QdrantRetriever:
             return
         info = await self.client.get_collection(self.collection)
         have = set(info.payload_schema or {})
-        wanted = list(dict.fromkeys(["doc_id", *map(_payload_key, self.config.filterable_fields)]))
+        # tenant and acl: every query is constrained by them (docs/security.md).
+        wanted = list(dict.fromkeys(["doc_id", "tenant", "acl",
+                                     *map(payload_key, self.config.filterable_fields)]))
         for field in wanted:
             if field not in have:
                 await self.client.create_payload_index(
@@ -230,39 +233,29 @@ class QdrantRetriever:
         *,
         query_text: str | None = None,
         mode: RetrievalMode | None = None,
+        access: Access | None = None,
     ) -> list[ScoredChunk]:
         """Top-k chunks. ``dense`` ranks by cosine; ``sparse`` by BM25 over ``query_text``;
         ``hybrid`` prefetches both and fuses them in Qdrant (``config.fusion``). Without
-        ``query_text`` or lexical vectors in the collection, every mode is dense."""
+        ``query_text`` or lexical vectors in the collection, every mode is dense. ``access``
+        (None: the default tenant) is ANDed with ``filters`` inside Qdrant (or applied by the
+        local mirror), in every mode."""
+        access = access or Access()
         mode = mode or self.config.default_mode
         if not query_text or not self._has_sparse:
             mode = "dense"
+        user_filter = metadata_filter(filters)
+        if mode != "dense" and self._mirror is not None and user_filter is None:
+            with self._errors("search"):
+                return await self._mirror.search(
+                    vector, query_text or "", top_k, mode, access=access,
+                    fusion=self.config.fusion, depth=self.config.prefetch_depth(top_k))
+        query_filter = (user_filter if self._mirror is not None and user_filter is None
+                        and self._mirror.all_visible(access)
+                        else scoped_filter(user_filter, access))
         search_params = None
         if self.config.hnsw_ef and not self.config.local:
             search_params = qm.SearchParams(hnsw_ef=self.config.hnsw_ef)
-        query_filter = _metadata_filter(filters)
-        if mode != "dense" and self._sparse_index is not None and query_filter is None:
-            return await self._search_indexed(vector, top_k, query_text or "", mode)
-        kwargs: dict[str, Any] = {}
-        if mode == "dense":
-            kwargs = {"query": vector, "using": VECTOR_NAME}
-        else:
-            indices, values = self.encoder.query(query_text or "")
-            sparse = qm.SparseVector(indices=indices, values=values)
-            if mode == "sparse":
-                kwargs = {"query": sparse, "using": SPARSE_NAME}
-            else:
-                depth = top_k * self.config.prefetch_factor
-                fusion = qm.Fusion.RRF if self.config.fusion == "rrf" else qm.Fusion.DBSF
-                kwargs = {
-                    "prefetch": [
-                        qm.Prefetch(query=vector, using=VECTOR_NAME, limit=depth,
-                                    filter=query_filter, params=search_params),
-                        qm.Prefetch(query=sparse, using=SPARSE_NAME, limit=depth,
-                                    filter=query_filter),
-                    ],
-                    "query": qm.FusionQuery(fusion=fusion),
-                }
         with self._errors("search"):
             result = await self.client.query_points(
                 self.collection,
@@ -271,65 +264,55 @@ class QdrantRetriever:
                 search_params=search_params if mode == "dense" else None,
                 with_payload=True,
                 with_vectors=False,
-                **kwargs,
+                **self._query(vector, top_k, query_text or "", mode, query_filter, search_params),
             )
         return [
-            ScoredChunk(**_chunk_fields(p.id, p.payload), score=p.score, retrieval_score=p.score)
+            ScoredChunk(**chunk_fields(p.id, p.payload), score=p.score, retrieval_score=p.score)
             for p in result.points
         ]
 
-    async def _search_indexed(self, vector: list[float], top_k: int, query_text: str,
-                              mode: RetrievalMode) -> list[ScoredChunk]:
-        """Local mode's sparse and hybrid search: the lexical side from ``SparseIndex``, the
-        dense side and the payloads from Qdrant, fused with qdrant-client's own functions (the
-        ones local mode applies to prefetches). Filtered queries take Qdrant's path."""
-        assert self._sparse_index is not None
+    def _query(self, vector: list[float], top_k: int, query_text: str, mode: str,
+               query_filter: qm.Filter | None, search_params: qm.SearchParams | None) -> dict[str, Any]:
+        """``query_points`` arguments for ``mode``: one named vector, or both as prefetches
+        fused by Qdrant. The filter goes into each prefetch as well as the outer query."""
+        if mode == "dense":
+            return {"query": vector, "using": VECTOR_NAME}
         indices, values = self.encoder.query(query_text)
-        depth = top_k * self.config.prefetch_factor if mode == "hybrid" else top_k
-        lexical = [qm.ScoredPoint(id=pid, version=0, score=score)
-                   for pid, score in self._sparse_index.search(indices, values, depth)]
-        with self._errors("search"):
-            if mode == "sparse":
-                ranked = lexical[:top_k]
-            else:
-                dense = (await self.client.query_points(
-                    self.collection, query=vector, using=VECTOR_NAME, limit=depth,
-                    with_payload=False, with_vectors=False,
-                )).points
-                sources = [dense, lexical]
-                ranked = (reciprocal_rank_fusion(sources, limit=top_k) if self.config.fusion == "rrf"
-                          else distribution_based_score_fusion(sources, limit=top_k))
-            records = await self.client.retrieve(
-                self.collection, ids=[p.id for p in ranked], with_payload=True, with_vectors=False)
-        payloads = {str(r.id): r.payload for r in records}
-        return [
-            ScoredChunk(**_chunk_fields(p.id, payloads[str(p.id)]), score=p.score, retrieval_score=p.score)
-            for p in ranked if str(p.id) in payloads
-        ]
+        sparse = qm.SparseVector(indices=indices, values=values)
+        if mode == "sparse":
+            return {"query": sparse, "using": SPARSE_NAME}
+        depth = self.config.prefetch_depth(top_k)
+        fusion = qm.Fusion.RRF if self.config.fusion == "rrf" else qm.Fusion.DBSF
+        return {
+            "prefetch": [
+                qm.Prefetch(query=vector, using=VECTOR_NAME, limit=depth,
+                            filter=query_filter, params=search_params),
+                qm.Prefetch(query=sparse, using=SPARSE_NAME, limit=depth, filter=query_filter),
+            ],
+            "query": qm.FusionQuery(fusion=fusion),
+        }
 
-    async def chunk_hashes(self, doc_id: str) -> dict[str, str]:
-        """``chunk_hashes_many`` for one document."""
-        return (await self.chunk_hashes_many([doc_id]))[doc_id]
-
-    async def chunk_hashes_many(self, doc_ids: list[str]) -> dict[str, dict[str, str]]:
-        """doc id -> {chunk id -> doc hash} for every given document, in one scan."""
+    async def chunk_hashes_many(self, doc_ids: list[str], *,
+                                access: Access | None = None) -> dict[str, dict[str, str]]:
+        """doc id -> {chunk id -> doc hash} for every given document of ``access``'s tenant,
+        in one scan."""
         out: dict[str, dict[str, str]] = {d: {} for d in doc_ids}
         if not doc_ids:
             return out
-        records = await self._scroll(qm.Filter(must=[_docs_condition(doc_ids)]),
-                                     with_payload=["doc_hash", "doc_id"], op="chunk_hashes")
+        records = await self._scroll(
+            scoped_filter(qm.Filter(must=[docs_condition(doc_ids)]), access or Access(),
+                          with_acl=False),
+            with_payload=["doc_hash", "doc_id"], op="chunk_hashes")
         for r in records:
             payload = r.payload or {}
             out.setdefault(payload.get("doc_id", ""), {})[str(r.id)] = payload.get("doc_hash", "")
         return out
 
-    async def get_document(self, doc_id: str) -> list[Chunk]:
-        records = await self._scroll_document(doc_id, with_payload=True, op="get_document")
-        chunks = [Chunk(**_chunk_fields(r.id, r.payload)) for r in records]
+    async def get_document(self, doc_id: str, *, access: Access | None = None) -> list[Chunk]:
+        records = await self._scroll(scoped_filter(doc_filter(doc_id), access or Access()),
+                                     with_payload=True, op="get_document")
+        chunks = [Chunk(**chunk_fields(r.id, r.payload)) for r in records]
         return sorted(chunks, key=lambda c: c.chunk_index)
-
-    async def _scroll_document(self, doc_id: str, *, with_payload: bool | list[str], op: str) -> list[Any]:
-        return await self._scroll(_doc_filter(doc_id), with_payload=with_payload, op=op)
 
     async def _scroll(self, scroll_filter: qm.Filter, *, with_payload: bool | list[str], op: str) -> list[Any]:
         records: list[Any] = []
@@ -364,14 +347,9 @@ class QdrantRetriever:
 
     # ------------------------------------------------------------------ writes
 
-    async def replace_document(
-        self, doc_id: str, chunks: list[Chunk], vectors: list[list[float]]
-    ) -> None:
-        """``replace_documents`` for one document."""
-        await self.replace_documents([(doc_id, chunks, vectors)])
-
     async def replace_documents(
-        self, documents: list[tuple[str, list[Chunk], list[list[float]]]]
+        self, documents: list[tuple[str, list[Chunk], list[list[float]]]], *,
+        access: Access | None = None,
     ) -> None:
         """Make each document's ``chunks`` its only chunks, all in ONE ``batch_update_points``
         request: upsert the new points, then delete the documents' points whose ids are not
@@ -386,15 +364,21 @@ class QdrantRetriever:
         """
         if not documents:
             return
+        access = access or Access()
         doc_ids, points, new_ids = [], [], []
-        lexical: dict[str, list[tuple[str, list[int], list[float]]]] = {}
+        lexical: dict[str, list[LexicalPoint]] = {}
+        acls: dict[str, tuple[str, ...]] = {}
         for doc_id, chunks, vectors in documents:
             if len(chunks) != len(vectors):
                 raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
             for c, v in zip(chunks, vectors):
                 if c.doc_id != doc_id:
                     raise ValueError(f"chunk {c.chunk_id} belongs to {c.doc_id!r}, not {doc_id!r}")
-                if _canonical_uuid(c.chunk_id) != c.chunk_id:
+                if c.tenant != access.tenant:
+                    raise ValueError(f"chunk {c.chunk_id} belongs to tenant {c.tenant!r}, "
+                                     f"not {access.tenant!r}")
+                acls[doc_id] = tuple(c.acl)
+                if canonical_uuid(c.chunk_id) != c.chunk_id:
                     raise ValueError(f"chunk_id {c.chunk_id!r} is not a canonical UUID string")
                 vector: dict[str, Any] = {VECTOR_NAME: list(v)}
                 if self._has_sparse:
@@ -402,39 +386,42 @@ class QdrantRetriever:
                     if idx:
                         vector[SPARSE_NAME] = qm.SparseVector(indices=idx, values=val)
                     lexical.setdefault(doc_id, []).append((c.chunk_id, idx, val))
-                points.append(qm.PointStruct(id=c.chunk_id, vector=vector, payload=_payload(c)))
+                points.append(qm.PointStruct(id=c.chunk_id, vector=vector, payload=point_payload(c)))
                 new_ids.append(c.chunk_id)
             doc_ids.append(doc_id)
-        stale = qm.Filter(
-            must=[_docs_condition(doc_ids)],
+        stale = scoped_filter(qm.Filter(
+            must=[docs_condition(doc_ids)],
             must_not=[qm.HasIdCondition(has_id=new_ids)] if new_ids else None,
-        )
+        ), access, with_acl=False)
         operations: list[Any] = []
         if points:
             operations.append(qm.UpsertOperation(upsert=qm.PointsList(points=points)))
         operations.append(qm.DeleteOperation(delete=qm.FilterSelector(filter=stale)))
         with self._errors("replace_documents"):
             await self.client.batch_update_points(self.collection, operations, wait=True)
-        if self._sparse_index is not None:  # only after Qdrant applied it
-            for doc_id in doc_ids:
-                self._sparse_index.replace_document(doc_id, lexical.get(doc_id, []))
+        if self._mirror is not None:  # only after Qdrant applied it
+            self._mirror.apply_replace(
+                access.tenant, ((d, acls.get(d, ()), lexical.get(d, [])) for d in doc_ids))
 
-    async def delete_document(self, doc_id: str) -> int:
-        """Delete every chunk of the document; returns the count taken just before deleting."""
+    async def delete_document(self, doc_id: str, *, access: Access | None = None) -> int:
+        """Delete every chunk of the document that ``access`` can see (its tenant's document,
+        readable by it); returns the count taken just before deleting."""
+        access = access or Access()
+        selector = scoped_filter(doc_filter(doc_id), access)
         with self._errors("delete_document"):
             n = (
                 await self.client.count(
-                    self.collection, count_filter=_doc_filter(doc_id), exact=True
+                    self.collection, count_filter=selector, exact=True
                 )
             ).count
             if n:
                 await self.client.delete(
                     self.collection,
-                    points_selector=qm.FilterSelector(filter=_doc_filter(doc_id)),
+                    points_selector=qm.FilterSelector(filter=selector),
                     wait=True,
                 )
-        if self._sparse_index is not None:
-            self._sparse_index.delete_document(doc_id)
+        if self._mirror is not None and n:
+            self._mirror.apply_delete(access.tenant, doc_id)
         return n
 
     # ------------------------------------------------------------------ errors
@@ -483,84 +470,3 @@ def _transport_error(where: str, source: BaseException) -> StageUnavailableError
     return StageUnavailableError(
         f"{where}: cannot reach Qdrant ({type(source).__name__}: {source})"
     )
-
-
-# ---------------------------------------------------------------------- payload and filters
-
-
-def _canonical_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def _payload(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "doc_id": chunk.doc_id,
-        "chunk_index": chunk.chunk_index,
-        "text": chunk.text,
-        "content_type": chunk.content_type.value,
-        "metadata": chunk.metadata,
-        "doc_hash": chunk.doc_hash,
-    }
-
-
-def _chunk_fields(point_id: Any, payload: dict[str, Any] | None) -> dict[str, Any]:
-    payload = payload or {}
-    return {
-        "chunk_id": str(point_id),
-        "doc_id": payload.get("doc_id", ""),
-        "chunk_index": payload.get("chunk_index", 0),
-        "text": payload.get("text", ""),
-        "content_type": payload.get("content_type", "general"),
-        "metadata": payload.get("metadata") or {},
-        "doc_hash": payload.get("doc_hash", ""),
-    }
-
-
-def _doc_condition(doc_id: str) -> qm.FieldCondition:
-    return qm.FieldCondition(key="doc_id", match=qm.MatchValue(value=doc_id))
-
-
-def _docs_condition(doc_ids: list[str]) -> qm.FieldCondition:
-    return qm.FieldCondition(key="doc_id", match=qm.MatchAny(any=list(doc_ids)))
-
-
-def _doc_filter(doc_id: str) -> qm.Filter:
-    return qm.Filter(must=[_doc_condition(doc_id)])
-
-
-def _match_value(value: Any) -> Any:
-    # Filters allow whole-number floats (validate_filters); Qdrant matches ints.
-    return int(value) if isinstance(value, float) else value
-
-
-# Chunk fields stored at the top of the payload; every other filter field is user metadata.
-TOP_LEVEL_FIELDS = frozenset({"doc_id", "content_type"})
-
-
-def _payload_key(field: str) -> str:
-    return field if field in TOP_LEVEL_FIELDS else f"metadata.{field}"
-
-
-def _metadata_filter(filters: Filters | None) -> qm.Filter | None:
-    """``{field: value}`` → exact match (``doc_id`` and ``content_type`` on the chunk, any
-    other field on its metadata); a list → any of the values."""
-    if not filters:
-        return None
-    must: list[Any] = []
-    for field, value in filters.items():
-        key = _payload_key(field)
-        if not isinstance(value, list):
-            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=_match_value(value))))
-            continue
-        values = [_match_value(v) for v in value]
-        if all(isinstance(v, str) for v in values) or all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values
-        ):
-            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=values)))
-        else:  # MatchAny takes only all-strings or all-ints; booleans and mixes need a should
-            should = [qm.FieldCondition(key=key, match=qm.MatchValue(value=v)) for v in values]
-            must.append(qm.Filter(should=should))
-    return qm.Filter(must=must)

@@ -1,4 +1,4 @@
-"""Lexical sparse vectors for hybrid search, from our own tokenisation.
+"""Lexical sparse vectors for hybrid search, over ``ragserve.lexical.analyze``'s terms.
 
 A document's vector holds BM25's term-frequency part per term (saturated by ``k1``,
 length-normalised by ``b`` against ``avg_len``); Qdrant multiplies in the IDF at query time
@@ -13,7 +13,7 @@ import hashlib
 from collections import Counter
 
 from ragserve.config import LexicalConfig
-from ragserve.reranking.lexical import stem, tokenize
+from ragserve.lexical import ANALYZER_ID, analyze
 
 __all__ = ["LexicalEncoder", "term_index"]
 
@@ -23,12 +23,17 @@ def term_index(term: str) -> int:
 
 
 class LexicalEncoder:
+    """Documents and queries as (term indices, weights). ``analyzer`` names the analysis the
+    vectors come from: an index must be queried with the one it was built with."""
+
+    analyzer = ANALYZER_ID
+
     def __init__(self, config: LexicalConfig | None = None) -> None:
         self.config = config or LexicalConfig()
 
     @staticmethod
     def terms(text: str) -> list[str]:
-        return [stem(t) for t in tokenize(text)]
+        return analyze(text)
 
     def document(self, text: str) -> tuple[list[int], list[float]]:
         terms = self.terms(text)

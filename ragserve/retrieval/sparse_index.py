@@ -32,20 +32,23 @@ class SparseIndex:
         self._terms_of: list[list[int]] = []  # row -> terms (for removal)
         self._free: list[int] = []
         self._doc_points: dict[str, set[str]] = {}  # doc id -> point ids
+        self._tag_of: list[int] = []  # row -> access tag (tenant and ACL, interned by the owner)
 
     def __len__(self) -> int:
         return len(self._row_of)
 
     # ---------------------------------------------------------------- writes
 
-    def replace_document(self, doc_id: str, points: Iterable[tuple[str, list[int], list[float]]]) -> None:
-        """Make ``points`` (id, term indices, weights) the document's only lexical points.
-        Points without terms are not indexed (Qdrant stores no lexical vector for them)."""
+    def replace_document(self, doc_id: str, points: Iterable[tuple[str, list[int], list[float]]],
+                         tag: int = 0) -> None:
+        """Make ``points`` (id, term indices, weights) the document's only lexical points,
+        tagged ``tag`` (``search(tags=...)`` admits only some tags). Points without terms are
+        not indexed (Qdrant stores no lexical vector for them)."""
         self.delete_document(doc_id)
         ids = set()
         for point_id, indices, values in points:
             if indices:
-                self._add(point_id, indices, values)
+                self._add(point_id, indices, values, tag)
                 ids.add(point_id)
         if ids:
             self._doc_points[doc_id] = ids
@@ -54,13 +57,15 @@ class SparseIndex:
         for point_id in self._doc_points.pop(doc_id, ()):
             self._remove(point_id)
 
-    def _add(self, point_id: str, indices: list[int], values: list[float]) -> None:
+    def _add(self, point_id: str, indices: list[int], values: list[float], tag: int = 0) -> None:
         if point_id in self._row_of:
             self._remove(point_id)
         row = self._free.pop() if self._free else len(self._id_of)
         if row == len(self._id_of):
             self._id_of.append(None)
             self._terms_of.append([])
+            self._tag_of.append(tag)
+        self._tag_of[row] = tag
         self._row_of[point_id] = row
         self._id_of[row] = point_id
         weights: dict[int, float] = {}
@@ -97,8 +102,11 @@ class SparseIndex:
             self._arrays[term] = arrays
         return arrays
 
-    def search(self, indices: list[int], values: list[float], limit: int) -> list[tuple[str, float]]:
-        """The ``limit`` best (point id, score), best first; only points sharing a term."""
+    def search(self, indices: list[int], values: list[float], limit: int,
+               tags: set[int] | None = None) -> list[tuple[str, float]]:
+        """The ``limit`` best (point id, score), best first; only points sharing a term and,
+        when ``tags`` is given, tagged with one of them. IDF stays over every live point, as
+        Qdrant's does under a filter."""
         n = len(self._row_of)
         if not n or limit <= 0:
             return []
@@ -112,6 +120,8 @@ class SparseIndex:
             idf = math.log((n - len(rows) + 0.5) / (len(rows) + 0.5) + 1)
             scores[rows] += value * idf * weights
             hit[rows] = True
+        if tags is not None:
+            hit &= np.isin(np.asarray(self._tag_of, dtype=np.int64), list(tags))
         rows = np.flatnonzero(hit)
         if not len(rows):
             return []

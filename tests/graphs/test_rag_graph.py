@@ -174,13 +174,25 @@ def test_health_readiness_and_openapi(rag):
 
 
 def test_repeated_query_is_served_from_the_cache(rag):
+    # Only complete answers are cached: a model answer the grounding check replaced with the
+    # passages' own sentences is degraded and computed again. Which of the questions the small
+    # local model grounds depends on its output, so each kind is checked where it occurs, and at
+    # least one answer must be a complete, cached one.
     handle, client, _ = rag
-    body = {"query": QUESTIONS[2][0], "rerank_top_n": 2, "max_tokens": 16}
-    first = client.post("/v1/query", json=body).json()
-    second = client.post("/v1/query", json=body).json()
-    assert first["cache"]["query"] in ("miss", "hit") and second["cache"]["query"] == "hit"
-    assert second["answer"] == first["answer"]
-    stats = handle.cache_stats.remote().result(timeout_s=30)
+    cached = 0
+    for question, _ in QUESTIONS:
+        body = {"query": question, "rerank_top_n": 2, "max_tokens": 16}
+        first = client.post("/v1/query", json=body).json()
+        second = client.post("/v1/query", json=body).json()
+        assert first["cache"]["query"] in ("miss", "hit"), first["cache"]
+        assert second["answer"] == first["answer"]
+        if first["degraded"]:
+            assert second["cache"]["query"] == "miss", second["cache"]
+            continue
+        assert second["cache"]["query"] == "hit", second["cache"]
+        cached += 1
+    assert cached >= 1, "no question got a complete (grounded) answer to cache"
+    stats = handle.readiness.remote().result(timeout_s=30)["stages"]["cache"]
     assert stats["tiers"]["queries"]["hits"] >= 1 and stats["tiers"]["embeddings"]["misses"] >= 1
 
 

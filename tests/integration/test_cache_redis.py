@@ -14,15 +14,15 @@ import redis.asyncio as redis
 from ragserve.cache import CacheLayer
 from ragserve.config import (
     CacheConfig,
-    ChunkingConfig,
+    IngressConfig,
     EmbedderConfig,
     GeneratorConfig,
     RetrieverConfig,
 )
 from ragserve.embedding import SentenceTransformerEmbedder
+from ragserve.embedding.local import LocalEmbedder
 from ragserve.generation.factory import build_generator
-from ragserve.ingest.chunking import TokenChunker
-from ragserve.pipeline import PipelineSettings, RAGPipeline
+from ragserve.pipeline import RAGPipeline, StageSet
 from ragserve.reranking.lexical import RetrievalOrderScorer
 from ragserve.reranking.local import ScorerReranker
 from ragserve.retrieval.qdrant import QdrantRetriever
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.slow
 class CountingEmbedder:
     """The real model behind the Embedder protocol, counting the texts it encodes."""
 
-    def __init__(self, backend: SentenceTransformerEmbedder) -> None:
-        self.backend = backend
+    def __init__(self, encoder: SentenceTransformerEmbedder) -> None:
+        self.backend = LocalEmbedder(encoder)
         self.encoded = 0
 
     async def embed(self, texts, kind="passage"):
@@ -44,10 +44,10 @@ class CountingEmbedder:
         return await self.backend.embed(texts, kind)
 
     async def info(self):
-        return self.backend.info()
+        return await self.backend.info()
 
     async def health(self):
-        return self.backend.health()
+        return await self.backend.health()
 
 
 class CountingGenerator:
@@ -95,9 +95,9 @@ class Replica:
         self.embedder = CountingEmbedder(model)
         self.generator = generator
         inner = RAGPipeline(
-            embedder=self.layer.embedder(self.embedder), retriever=retriever,
-            reranker=ScorerReranker(RetrievalOrderScorer()), generator=generator,
-            chunker=TokenChunker(ChunkingConfig()), settings=PipelineSettings(stage_timeout_s=30),
+            StageSet(embedder=self.layer.embedder(self.embedder), retriever=retriever,
+                     reranker=ScorerReranker(RetrievalOrderScorer()), generator=generator),
+            config=IngressConfig(stage_timeout_s=30),
         )
         self.pipeline = self.layer.pipeline(inner, fingerprint="it")
 
@@ -106,8 +106,10 @@ class Replica:
         return self
 
 
-def config_for(server, **overrides) -> CacheConfig:
-    return CacheConfig.model_validate({"redis_url": server.url, "retry_after_s": 0.5, **overrides})
+def config_for(server, *, reset_timeout_s: float = 0.5, **overrides) -> CacheConfig:
+    return CacheConfig.model_validate({
+        "redis_url": server.url,
+        "breaker": {"failure_threshold": 3, "reset_timeout_s": reset_timeout_s}, **overrides})
 
 
 async def test_ttls_are_what_config_says(redis_server, model, retriever):
@@ -209,7 +211,7 @@ async def test_redis_outage_fails_no_request_and_caching_resumes(redis_server, m
     assert ready and stages["cache"]["available"] is False and stages["cache"]["errors"] >= 1
     assert stages["cache"]["bypassed"] > 0  # the breaker spared the timeouts
     redis_server.start()  # same port, empty (no persistence)
-    await asyncio.sleep(cfg.retry_after_s + 0.1)
+    await asyncio.sleep(cfg.breaker.reset_timeout_s + 0.1)
     seen = [(await r.pipeline.query(QueryRequest(query=questions[0]))).cache.query
             for _ in range(4)]
     assert seen[-1] == "hit"
@@ -239,7 +241,7 @@ async def test_a_follow_up_uses_the_earlier_turn_on_another_replica(redis_server
 async def test_a_hung_redis_costs_at_most_a_few_timeouts(redis_server, model, retriever):
     import signal
 
-    cfg = config_for(redis_server, timeout_s=0.1, retry_after_s=30)
+    cfg = config_for(redis_server, timeout_s=0.1, reset_timeout_s=30)
     r = await Replica(cfg, model, retriever, CountingGenerator()).start()
     await r.pipeline.ingest(IngestRequest(documents=DOCUMENTS))
     redis_server.proc.send_signal(signal.SIGSTOP)  # accepts connections, never answers
@@ -248,7 +250,7 @@ async def test_a_hung_redis_costs_at_most_a_few_timeouts(redis_server, model, re
             resp = await r.pipeline.query(QueryRequest(query=f"{QUESTIONS[0][0]} ({i})"))
             assert resp.answer
         # Three timeouts trip the breaker; after that no call waits on the store at all.
-        assert r.layer.store.counters.errors == cfg.failure_threshold
+        assert r.layer.store.counters.errors == cfg.breaker.failure_threshold
         assert r.layer.store.counters.bypassed > 0
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)

@@ -93,13 +93,21 @@ async def test_a_long_retry_after_falls_through_at_once(llm_server):
     assert result.attempts[0].reason == "http 429, retry after 120s"
 
 
-async def test_breaker_opens_half_opens_and_closes(llm_server):
+async def test_breaker_opens_then_probes_in_the_background(llm_server):
     gen = chain(llm_server, timeout_s=0.3,
-                breaker={"failure_threshold": 3, "reset_timeout_s": 1.0})
+                breaker={"failure_threshold": 2, "reset_timeout_s": 1.0})
     llm_server.mode("hang")
-    first = await gen.generate(request())
-    assert [(a.outcome, a.reason, a.tries) for a in first.attempts[:1]] == [("failed", "timeout", 3)]
-    assert gen.health()["chain"][0]["breaker"]["state"] == "open"
+    for _ in range(2):  # a timed-out try is not retried: the fallback answers at once
+        r = await gen.generate(request())
+        assert [(a.backend, a.outcome, a.reason, a.tries) for a in r.attempts] == [
+            ("openai:m0", "failed", "timeout", 1), ("extractive", "ok", None, 1)]
+    health = gen.health()
+    assert health["chain"][0]["breaker"]["state"] == "open"
+    assert health["status"] == "degraded" and health["open_breakers"] == ["openai:m0"]
+    assert health["backends"]["openai:m0"] == {
+        "role": "primary", "up": False, "state": "down", "breaker": "open",
+        "last_failure": "timeout"}
+    assert health["backends"]["extractive"]["up"] is True
     # Tripped: the dead primary costs nothing now.
     sent = llm_server.requests()
     started = time.perf_counter()
@@ -108,17 +116,94 @@ async def test_breaker_opens_half_opens_and_closes(llm_server):
     assert llm_server.requests() == sent and fast < 0.3
     assert [(a.outcome, a.reason) for a in second.attempts] == [
         ("skipped", "circuit open"), ("ok", None)]
-    # Half-open after reset_timeout_s: a failing trial opens it again...
+    # Half-open after reset_timeout_s: the trial runs in the background, the request does
+    # not wait on it; a failing trial opens the breaker again...
     await asyncio.sleep(1.05)
+    started = time.perf_counter()
     third = await gen.generate(request())
-    assert (third.attempts[0].outcome, third.attempts[0].tries) == ("failed", 1)
+    assert time.perf_counter() - started < 0.25
+    assert [(a.outcome, a.reason) for a in third.attempts] == [
+        ("skipped", "circuit half-open, probing"), ("ok", None)]
+    assert gen.health()["backends"]["openai:m0"]["state"] == "probing"
+    await asyncio.sleep(0.5)  # the probe's own timeout (0.3 s) has passed
     assert gen.health()["chain"][0]["breaker"]["state"] == "open"
-    # ...and a good trial closes it.
+    assert llm_server.requests() == sent + 1  # exactly one trial
+    # ...and a good trial closes it, so the request after it is the primary's again.
     llm_server.mode("ok")
     await asyncio.sleep(1.05)
     fourth = await gen.generate(request())
-    assert fourth.backend == "openai:m0"
-    assert gen.health()["chain"][0]["breaker"]["state"] == "closed"
+    assert fourth.backend == "extractive"
+    for _ in range(50):
+        if gen.health()["chain"][0]["breaker"]["state"] == "closed":
+            break
+        await asyncio.sleep(0.05)
+    assert gen.health()["status"] == "ok" and gen.health()["open_breakers"] == []
+    fifth = await gen.generate(request())
+    assert fifth.backend == "openai:m0"
+
+
+async def test_hung_primary_first_request_answers_in_seconds_with_the_fallback(llm_server):
+    """The cluster config's shape: a 20 s per-call timeout inside a 25 s deadline. A server
+    that accepts the call and sends nothing is given up after ``first_token_timeout_s``."""
+    gen = chain(llm_server, timeout_s=20.0, deadline_s=25.0,
+                retry={"base_delay_s": 0.2, "max_delay_s": 2.0})
+    gen.config.first_token_timeout_s = 2.0
+    llm_server.mode("hang")
+    started = time.perf_counter()
+    result = await gen.generate(request())
+    elapsed = time.perf_counter() - started
+    assert result.backend == "extractive" and "descaling every two weeks" in result.text
+    assert [(a.backend, a.outcome, a.reason, a.tries) for a in result.attempts] == [
+        ("openai:m0", "failed", "timeout", 1), ("extractive", "ok", None, 1)]
+    assert 1.9 < elapsed < 3.5, elapsed
+    # The stream the same way: the fallback's tokens after ~2 s.
+    started = time.perf_counter()
+    items = [item async for item in gen.stream(request())]
+    assert items[-1]["result"].backend == "extractive"
+    assert time.perf_counter() - started < 3.5
+
+
+async def test_a_hung_primary_never_takes_the_fallbacks_share_of_the_deadline(llm_server):
+    """Per-call timeout longer than the whole deadline (the issue's 80 s case, shrunk): the
+    primary gets what the later backends do not need, and the extractive answer comes."""
+    gen = chain(llm_server, timeout_s=30.0, deadline_s=8.0)
+    llm_server.mode("hang")
+    started = time.perf_counter()
+    result = await gen.generate(request())
+    elapsed = time.perf_counter() - started
+    assert result.backend == "extractive" and result.text
+    # extractive reserves its timeout_s (5 s): the primary has 8 - 5 = 3 s.
+    assert [(a.outcome, a.reason, a.tries) for a in result.attempts] == [
+        ("failed", "timeout", 1), ("ok", None, 1)]
+    assert 2.9 < elapsed < 4.5, elapsed
+    # A deadline smaller than the reserves: an equal share each, the fallback still runs.
+    gen = chain(llm_server, timeout_s=30.0, deadline_s=2.0)
+    started = time.perf_counter()
+    result = await gen.generate(request())
+    assert result.backend == "extractive" and time.perf_counter() - started < 1.6
+
+
+async def test_no_request_waits_on_a_hung_backend_while_its_breaker_reprobes(llm_server):
+    gen = chain(llm_server, timeout_s=1.0,
+                breaker={"failure_threshold": 1, "reset_timeout_s": 0.5})
+    llm_server.mode("hang")
+    await gen.generate(request())  # opens the breaker (one timeout)
+    latencies: list[float] = []
+
+    async def client() -> None:
+        end = time.perf_counter() + 3.0
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            r = await gen.generate(request())
+            latencies.append(time.perf_counter() - t0)
+            assert r.backend == "extractive"
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(*(client() for _ in range(4)))
+    probes = gen.members[0].probes
+    assert probes >= 2  # it re-probed several times meanwhile...
+    assert max(latencies) < 0.5, max(latencies)  # ...and nobody waited for a probe
+    assert llm_server.requests() == 1 + probes
 
 
 async def test_a_dead_server_falls_through_in_order(llm_server):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ragserve.config import ChunkingConfig, EmbedderConfig, RetrieverConfig
+from ragserve.config import EmbedderConfig, IngressConfig, RetrieverConfig
 from ragserve.embedding import SentenceTransformerEmbedder
+from ragserve.embedding.local import LocalEmbedder
 from ragserve.errors import StageUnavailableError
-from ragserve.ingest.chunking import TokenChunker
-from ragserve.pipeline import PipelineSettings, RAGPipeline
+from ragserve.pipeline import RAGPipeline, StageSet
 from ragserve.reranking.lexical import RetrievalOrderScorer
 from ragserve.reranking.local import ScorerReranker
 from ragserve.retrieval.qdrant import QdrantRetriever
@@ -22,8 +22,9 @@ class FlakyEmbedder:
     """The real model, made to fail from the ``fail_from``-th call on (an embedder outage)."""
 
     def __init__(self, fail_from: int | None) -> None:
-        self.backend = SentenceTransformerEmbedder(EmbedderConfig(torch_threads=1))
-        self.backend.warm_up()
+        encoder = SentenceTransformerEmbedder(EmbedderConfig(torch_threads=1))
+        encoder.warm_up()
+        self.backend = LocalEmbedder(encoder)
         self.fail_from = fail_from
         self.calls = 0
 
@@ -34,20 +35,19 @@ class FlakyEmbedder:
         return await self.backend.embed(texts, kind)
 
     async def info(self):
-        return self.backend.info()
+        return await self.backend.info()
 
     async def health(self):
-        return self.backend.health()
+        return await self.backend.health()
 
 
 async def test_a_half_failed_ingest_is_resent_with_nothing_duplicated_or_lost(tmp_path):
     retriever = QdrantRetriever(RetrieverConfig(path=str(tmp_path / "q"), collection="retry"))
     await retriever.warm_up()
     embedder = FlakyEmbedder(fail_from=3)
-    pipe = RAGPipeline(embedder=embedder, retriever=retriever,
-                       reranker=ScorerReranker(RetrievalOrderScorer()), generator=None,
-                       chunker=TokenChunker(ChunkingConfig()),
-                       settings=PipelineSettings(stage_timeout_s=30))
+    pipe = RAGPipeline(StageSet(embedder=embedder, retriever=retriever,
+                                reranker=ScorerReranker(RetrievalOrderScorer())),
+                       config=IngressConfig(stage_timeout_s=30))
     await pipe.startup()
     docs = [{"id": f"doc-{i}", "text": f"Document {i} is about topic {i % 7}. " * 5}
             for i in range(30)]

@@ -1,7 +1,5 @@
-from ragserve.resilience import BreakerState, CircuitBreaker, CircuitOpenError
-from ragserve.resilience.breaker import BreakerConfig
-
-import pytest
+from ragserve.config import BreakerConfig
+from ragserve.resilience import BreakerState, CircuitBreaker
 
 
 class Clock:
@@ -20,8 +18,6 @@ def test_opens_after_threshold_then_half_opens_and_closes():
     assert b.state is BreakerState.closed
     b.record_failure()
     assert b.state is BreakerState.open and not b.allow()
-    with pytest.raises(CircuitOpenError):
-        b.check()
     clock.t = 5.0
     assert b.state is BreakerState.half_open
     assert b.allow() and not b.allow()  # one trial at a time

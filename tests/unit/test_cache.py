@@ -14,7 +14,8 @@ from ragserve.cache.keys import KeySpace, normalise_text
 from ragserve.cache.store import GuardedStore, MemoryStore
 from ragserve.config import CacheConfig
 from ragserve.schemas import GenerationResult, IngestRequest, QueryRequest, SearchRequest, Usage
-from tests.unit.test_pipeline import DOCS, Generator, make
+from tests.fakes import FakeGenerator
+from tests.unit.test_pipeline import DOCS, make
 
 
 class Clock:
@@ -115,7 +116,7 @@ def test_vectors_round_trip_as_float32_bytes():
 async def test_cached_embedder_only_misses_reach_the_model_in_order():
     layer = CacheLayer.from_config(CacheConfig())
     pipeline = make()
-    fake = pipeline.embedder
+    fake = pipeline.stages.embedder
     embedder = layer.embedder(fake)
     await embedder.info()
     first = await embedder.embed(["a", "b", "a"], "passage")
@@ -138,7 +139,7 @@ async def test_cached_embedder_only_misses_reach_the_model_in_order():
 
 async def test_a_quantised_model_never_reads_the_float_vectors():
     layer = CacheLayer.from_config(CacheConfig())
-    fake = make().embedder
+    fake = make().stages.embedder
     await layer.embedder(fake).embed(["a"], "passage")
     assert fake.calls == 1
     real_info = fake.info
@@ -154,11 +155,11 @@ async def test_a_quantised_model_never_reads_the_float_vectors():
 def cached_pipeline(config: CacheConfig | None = None, generator=None):
     layer = CacheLayer.from_config(config or CacheConfig())
     inner = make(generator=generator)
-    inner.embedder = layer.embedder(inner.embedder)
+    inner.stages.embedder = layer.embedder(inner.stages.embedder)
     return layer, layer.pipeline(inner, fingerprint="test")
 
 
-class CountingGenerator(Generator):
+class CountingGenerator(FakeGenerator):
     def __init__(self, delay: float = 0.0, **kw):
         super().__init__(**kw)
         self.requests = []
@@ -180,6 +181,9 @@ async def test_query_hit_skips_the_pipeline_and_ingest_invalidates():
     r2 = await p.query(QueryRequest(query="  what is   alpha? "))  # same after normalising
     assert (r1.cache.query, r2.cache.query) == ("miss", "hit")
     assert r2.answer == r1.answer and len(gen.requests) == 1
+    # a hit reports its own timings (no stage ran), not the request that computed it
+    assert r1.timings.generate_ms > 0 and r2.timings.generate_ms == 0
+    assert 0 <= r2.timings.total_ms < r1.timings.total_ms
     r3 = await p.query(QueryRequest(query="what is alpha?", top_k=3))  # parameters are keyed
     assert r3.cache.query == "miss"
     # Unchanged re-ingest keeps the version; a changed document advances it.
@@ -194,7 +198,7 @@ async def test_query_hit_skips_the_pipeline_and_ingest_invalidates():
 
 
 async def test_degraded_answers_are_not_cached():
-    _, p = cached_pipeline(generator=Generator(fail=True))
+    _, p = cached_pipeline(generator=FakeGenerator(fail=True))
     await p.startup()
     await p.ingest(DOCS)
     for _ in range(2):
@@ -295,7 +299,7 @@ def test_fingerprint_changes_with_what_changes_answers():
 async def test_embeddings_endpoint_validates_and_uses_the_cache():
     import httpx
 
-    from ragserve.api import create_app
+    from ragserve.edge import create_app
 
     _, p = cached_pipeline()
     await p.startup()
@@ -338,7 +342,7 @@ async def test_a_streamed_answer_extends_the_session():
 
 
 def test_stage_budgets_keep_the_reranker_default():
-    from graphs.args import IngressConfig
+    from ragserve.config import IngressConfig
 
     assert IngressConfig().stage_timeouts_s == {"reranker": 5.0}
     cfg = IngressConfig.model_validate({"stage_timeouts_s": {"retriever": 10}})

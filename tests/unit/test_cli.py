@@ -2,14 +2,18 @@
 
 The server is FastAPI under uvicorn on 127.0.0.1 (a free port, a background thread). It
 records every request and can be scripted to fail, so batching, retries, exit codes and
-printed output are checked end to end over real HTTP.
+printed output are checked end to end over real HTTP, through ``ragserve.client``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -23,6 +27,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ragserve.cli import main
+from ragserve.cli.progress import Progress
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CITATIONS = [
     {
@@ -52,6 +59,7 @@ class FakeService:
         self.scripted: dict[str, list[tuple[int, Any, dict[str, str]]]] = defaultdict(list)
         self.store: dict[str, str] = {}
         self.degraded = False
+        self.results: list[dict[str, Any]] = CITATIONS
 
     def fail(self, path: str, status: int, body: Any, times: int = 1,
              headers: dict[str, str] | None = None) -> None:
@@ -63,6 +71,9 @@ class FakeService:
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+NO_WAIT = {"Retry-After": "0"}
 
 
 def build_app(service: FakeService) -> FastAPI:
@@ -99,8 +110,8 @@ def build_app(service: FakeService) -> FastAPI:
     async def search(request: Request):
         if (scripted := await record(request)) is not None:
             return scripted
-        return {"results": CITATIONS, "timings": TIMINGS, "backends": BACKENDS, "degraded": False,
-                "warnings": []}
+        return {"results": service.results, "timings": TIMINGS, "backends": BACKENDS,
+                "degraded": False, "warnings": []}
 
     @app.post("/v1/query")
     async def query(request: Request):
@@ -121,7 +132,7 @@ def build_app(service: FakeService) -> FastAPI:
     async def readyz(request: Request):
         if (scripted := await record(request)) is not None:
             return scripted
-        return {"status": "ready", "stages": {"embedder": "ok", "generator": "ok"}}
+        return {"ready": True, "stages": {"embedder": "ok", "generator": "ok"}}
 
     return app
 
@@ -228,37 +239,48 @@ def test_ingest_shows_progress_and_skipped_files(
     svc: FakeService, docs_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (docs_dir / "blob.txt").write_bytes(b"\x00\x01binary")
-    assert main(["ingest", str(docs_dir), "--root", str(docs_dir)]) == 0
+    assert main(["ingest", str(docs_dir), "--root", str(docs_dir), "--batch-size", "1"]) == 0
     err = capsys.readouterr().err
-    assert "5/5" in err and "doc" in err  # tqdm bar over documents
     assert "skipping blob.txt: binary file" in err
+    # stderr is not a terminal here: plain lines, one per tenth at most, no bar redraws
+    assert "\r" not in err and "it/s" not in err
+    progress = [line for line in err.splitlines() if line.startswith("ingest: ")]
+    assert 1 <= len(progress) <= 5
+    assert all(re.fullmatch(r"ingest: [1-5]/5 doc \(\d+ %\), \d+\.\d s", p) for p in progress)
+    assert progress[-1].startswith("ingest: 5/5 doc (100 %)")
 
 
 def test_ingest_retries_503_and_429_then_succeeds(
     svc: FakeService, docs_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    svc.fail("/v1/documents", 503, _error("stage_unavailable", "embedder busy"), times=2)
-    svc.fail(
-        "/v1/documents", 429, _error("rate_limited", "slow down"), headers={"Retry-After": "0"}
-    )
+    svc.fail("/v1/documents", 503, _error("stage_unavailable", "embedder busy"))
+    svc.fail("/v1/documents", 429, _error("rate_limited", "slow down"), headers=NO_WAIT)
     assert _ingest(docs_dir, "--batch-size", "3") == 0
     calls = svc.calls("/v1/documents")
-    assert len(calls) == 5  # 3 failures + 2 batches
-    # the retried request is the same batch each time
-    assert all(c["body"] == calls[0]["body"] for c in calls[:4])
+    assert len(calls) == 4  # 2 failures + 2 batches
+    # the retried request is the same batch each time, under one request id
+    assert all(c["body"] == calls[0]["body"] for c in calls[:3])
+    assert len({c["headers"]["x-request-id"] for c in calls[:3]}) == 1
+    assert calls[3]["headers"]["x-request-id"] != calls[0]["headers"]["x-request-id"]
     assert "5 created" in capsys.readouterr().out
 
 
-def test_ingest_gives_up_after_three_retries(
+def test_ingest_gives_up_after_three_tries(
     svc: FakeService, docs_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    svc.fail("/v1/documents", 503, _error("stage_unavailable", "embedder down"), times=4)
-    assert _ingest(docs_dir, "--batch-size", "3") == 1  # partial failure
+    svc.fail("/v1/documents", 503, _error("stage_unavailable", "embedder down"), times=3)
+    # more retries than the client's three tries in all are capped
+    assert _ingest(docs_dir, "--batch-size", "3", "--retries", "9") == 1  # partial failure
     calls = svc.calls("/v1/documents")
-    assert len(calls) == 4 + 1  # 1 try + 3 retries for batch 1, then batch 2
+    assert len(calls) == 3 + 1  # 3 tries for batch 1, then batch 2
     out, err = capsys.readouterr()
     assert "batch 1/2" in err and "HTTP 503: embedder down" in err
     assert "ingested 2 of 5 documents" in out
+
+    svc.reset()
+    svc.fail("/v1/documents", 503, _error("stage_unavailable", "embedder down"))
+    assert _ingest(docs_dir, "--batch-size", "3", "--retries", "0") == 1
+    assert len(svc.calls("/v1/documents")) == 2  # no retry: batch 1 failed once
 
 
 def test_ingest_skips_a_rejected_batch_without_retrying(
@@ -287,6 +309,15 @@ def test_ingest_nothing_to_load(svc: FakeService, tmp_path: Path, capsys) -> Non
     assert svc.requests == []
 
 
+def test_ingest_a_missing_path_fails_before_sending(
+    svc: FakeService, docs_dir: Path, capsys
+) -> None:
+    missing = docs_dir / "not-there.md"
+    assert main(["ingest", str(docs_dir), str(missing), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: no such file or folder: {missing}"
+    assert svc.requests == []
+
+
 # --------------------------------------------------------------------------- query
 
 
@@ -306,6 +337,7 @@ def test_query_prints_answer_citations_timings(
         "filters": {"source": "docs/guide.md", "year": 2024, "tags": ["a", "b"], "code": "42"},
     }
     assert call["headers"]["authorization"] == "Bearer env-key"
+    assert re.fullmatch(r"[0-9a-f]{32}", call["headers"]["x-request-id"])
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "Chunks are sized by content type [1]."
@@ -369,14 +401,25 @@ def test_query_stream_cut_short(svc: FakeService, capsys) -> None:
 
 
 def test_server_error_response_exits_2(svc: FakeService, capsys) -> None:
-    svc.fail("/v1/query", 422, _error("invalid_request", "query must not be blank"))
-    assert main(["query", " "]) == 2
+    svc.fail("/v1/query", 422, _error("invalid_request", "unknown filter field 'year'"))
+    assert main(["query", "q"]) == 2
     out, err = capsys.readouterr()
-    assert err.strip() == "error: query must not be blank"
+    assert err.strip() == "error: unknown filter field 'year'"
     assert out == ""
-    svc.fail("/v1/query", 503, _error("stage_timeout", "generator timed out"))
+    svc.fail("/v1/query", 503, _error("stage_timeout", "generator timed out"), times=3,
+             headers=NO_WAIT)
     assert main(["query", "q", "--stream"]) == 2
     assert "error: generator timed out" in capsys.readouterr().err
+    assert len(svc.calls("/v1/query")) == 1 + 3  # the 503 was retried, the 422 was not
+
+
+def test_options_the_request_models_reject_fail_before_sending(svc: FakeService, capsys) -> None:
+    assert main(["query", " "]) == 2
+    assert capsys.readouterr().err.strip() == "error: query must not be blank"
+    assert main(["query", "q", "--search", "--top-k", "500"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: top_k: Input should be less than or equal to 200")
+    assert svc.requests == []
 
 
 def test_stream_and_search_cannot_combine(svc: FakeService, capsys) -> None:
@@ -398,11 +441,13 @@ def test_bad_filter_is_a_usage_error(svc: FakeService, capsys) -> None:
 
 def test_health_prints_readiness(svc: FakeService, capsys) -> None:
     assert main(["health"]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "ready"
-    svc.fail("/readyz", 503, {"status": "starting", "stages": {"generator": "loading"}})
+    assert json.loads(capsys.readouterr().out) == {
+        "ready": True, "stages": {"embedder": "ok", "generator": "ok"}}
+    svc.fail("/readyz", 503, {"ready": False, "stages": {"generator": "loading"}})
     assert main(["health"]) == 2
     err = capsys.readouterr().err
-    assert "service not ready (HTTP 503)" in err and "loading" in err
+    assert "service not ready (HTTP 503)" in err and '"generator": "loading"' in err
+    assert len(svc.calls("/readyz")) == 2  # a not-ready answer is not retried
 
 
 def test_url_option_after_the_command_wins_over_env(
@@ -428,7 +473,173 @@ def test_connection_refused_says_how_to_start_the_service(
     assert main(["--url", url, "query", "q"]) == 3
     err = capsys.readouterr().err
     assert f"cannot reach the ragserve service at {url}" in err and "make serve" in err
+    assert "Traceback" not in err
     started = time.monotonic()
     assert main(["--url", url, "ingest", str(docs_dir), "--backoff", "0", "--no-progress"]) == 3
     assert time.monotonic() - started < 10
     assert "make serve" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- pipes and logs
+
+
+def test_a_reader_that_closes_early_ends_the_cli_quietly(server) -> None:
+    url, service = server
+    service.reset()
+    service.results = [{**CITATIONS[0], "text": "x" * 2000}] * 200  # far more than a pipe holds
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragserve.cli", "--url", url, "query", "q", "--search", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # like `| head -n 1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) in (0, 141)
+    assert first == b"{\n"
+    assert len(service.calls("/v1/search")) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception" not in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_a_bar_on_one() -> None:
+    log = io.StringIO()
+    with Progress(total=1000, desc="eval", unit="q", stream=log) as progress:
+        for _ in range(1000):
+            progress.update(1)
+        progress.write("a message")
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert "a message" in lines
+    counts = [line for line in lines if line.startswith("eval: ")]
+    assert len(counts) == 10  # one per tenth, not one per update
+    assert all(re.fullmatch(r"eval: \d+/1000 q \(\d+ %\), \d+\.\d s", line) for line in counts)
+    assert counts[0].startswith("eval: 100/1000 q (10 %)")
+    assert counts[-1].startswith("eval: 1000/1000 q (100 %)")
+
+    slow = io.StringIO()  # time also triggers a line: here every update
+    with Progress(total=1000, desc="ingest", unit="doc", stream=slow, interval_s=0) as progress:
+        progress.update(1)
+        progress.update(1)
+    assert [line.split(" ")[1] for line in slow.getvalue().splitlines()] == ["1/1000", "2/1000"]
+
+    quiet = io.StringIO()
+    with Progress(total=5, desc="ingest", unit="doc", stream=quiet, disable=True) as progress:
+        progress.update(5)
+    assert quiet.getvalue() == ""
+
+    terminal = _Terminal()
+    with Progress(total=3, desc="ingest", unit="doc", stream=terminal) as progress:
+        progress.update(3)
+    assert "\r" in terminal.getvalue() and "3/3" in terminal.getvalue()  # tqdm's bar
+
+
+# --------------------------------------------------------------------------- eval --service
+
+
+def test_eval_service_goes_through_the_client(
+    svc: FakeService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "qrels").mkdir()
+    corpus = [{"_id": "d1", "title": "Espresso", "text": "Descale every two weeks."},
+              {"_id": "d2", "title": "", "text": "Etna is on Sicily."}]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in corpus))
+    queries = [{"_id": "q1", "text": "descale"}, {"_id": "q2", "text": "volcano"}]
+    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    (tmp_path / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    svc.results = [{**CITATIONS[0], "metadata": {"beir_id": "d1"}}]
+
+    out_file = tmp_path / "figures.json"
+    assert main(["eval", str(tmp_path), "--service", "--api-key", "k",
+                 "--json", str(out_file)]) == 0
+    (ingest,) = svc.calls("/v1/documents")
+    assert [d["id"] for d in ingest["body"]["documents"]] == ["beir:d1", "beir:d2"]
+    searches = svc.calls("/v1/search")
+    assert sorted(c["body"]["query"] for c in searches) == ["descale", "volcano"]
+    assert all(c["body"]["top_k"] == 100 == c["body"]["rerank_top_n"] for c in searches)
+    assert all(c["headers"]["authorization"] == "Bearer k" for c in svc.requests)
+    (result,) = json.loads(out_file.read_text())["results"]
+    assert result["mode"] == "service" and result["ndcg@10"] == 0.5  # q1 found, q2 not
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1].startswith("service ")
+    assert "service: 2/2 q (100 %)" in err and "\r" not in err
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _index_args(*argv: str):
+    from ragserve.cli import build_parser
+
+    return build_parser().parse_args(["index", *argv])
+
+
+def test_index_hands_its_arguments_to_the_job_module() -> None:
+    from ragserve.cli.index import job_command
+
+    args = _index_args("corpus.jsonl", "docs/", "--config", "configs/local.yaml",
+                       "--concurrency", "1,4", "--batch-size", "128", "--num-gpus", "0.5",
+                       "--no-resume", "--json")
+    assert job_command(args) == [
+        sys.executable, "-m", "graphs.indexing", "corpus.jsonl", "docs/",
+        "--config", "configs/local.yaml", "--batch-size", "128", "--concurrency", "1,4",
+        "--num-gpus", "0.5", "--no-resume", "--json"]
+    assert job_command(_index_args("a.md")) == [sys.executable, "-m", "graphs.indexing", "a.md"]
+
+
+@pytest.mark.parametrize("argv", [
+    [],                                             # no source
+    ["a.md", "--concurrency", "4,1"],               # min above max
+    ["a.md", "--concurrency", "0"],
+    ["a.md", "--concurrency", "two"],
+    ["a.md", "--batch-size", "0"],
+    ["a.md", "--write-batch", "-3"],
+    ["a.md", "--num-gpus", "-1"],
+    ["a.md", "--url", "http://x"],                  # no service options: it does not call one
+])
+def test_index_rejects_bad_arguments_before_starting_anything(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _index_args(*argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_index_options_mirror_the_job_module() -> None:
+    from graphs.indexing import build_parser as job_parser
+    from ragserve.cli.index import FLAGS, OPTIONS
+
+    job = {s for a in job_parser()._actions for s in a.option_strings} - {"-h", "--help"}
+    assert job == {flag for flag, _ in OPTIONS} | {flag for flag, _ in FLAGS}
+    # every value the CLI accepts, the job accepts too (and the reverse for bad ones)
+    for argv in (["x", "--concurrency", "2"], ["x", "--concurrency", "1,3"],
+                 ["x", "--num-gpus", "0.25", "--num-cpus", "2"]):
+        job_parser().parse_args(argv)
+        _index_args(*argv)
+
+
+def test_index_streams_the_job_and_returns_its_exit_status(tmp_path, monkeypatch, capfd) -> None:
+    import ragserve.cli.index as index
+
+    (tmp_path / "fakejob.py").write_text(
+        "import sys\nprint('job got', sys.argv[1:], flush=True)\n"
+        "print('progress line', file=sys.stderr)\nsys.exit(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(index, "JOB_MODULE", "fakejob")
+    assert main(["index", "c.jsonl", "--tenant", "acme", "--quiet"]) == 1
+    out, err = capfd.readouterr()
+    assert "job got ['c.jsonl', '--tenant', 'acme', '--quiet']" in out
+    assert "progress line" in err
+
+
+def test_index_without_the_job_module_says_why(monkeypatch, capsys) -> None:
+    import ragserve.cli.index as index
+
+    monkeypatch.setattr(index, "JOB_MODULE", "no_such_package_here.indexing")
+    assert main(["index", "c.jsonl"]) == 2
+    assert "not importable" in capsys.readouterr().err

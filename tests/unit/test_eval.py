@@ -58,6 +58,12 @@ def test_metrics_follow_trec_eval_definitions():
     assert evaluate_run(qrels, {})["ndcg@10"] == 0.0  # a query without results scores zero
 
 
+def test_cli_eval_rejects_a_prefetch_floor_below_one(beir_dir):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["eval", str(beir_dir), "--modes", "hybrid", "--prefetch-min", "0"])
+    assert exit_.value.code == 2
+
+
 @pytest.mark.slow
 def test_cli_eval_in_process_end_to_end(beir_dir, tmp_path, capsys):
     out = tmp_path / "figures.json"
@@ -78,7 +84,7 @@ def test_cli_eval_in_process_end_to_end(beir_dir, tmp_path, capsys):
 def test_cli_eval_compares_hybrid_fusions_on_one_index(beir_dir, tmp_path):
     out = tmp_path / "fusions.json"
     assert cli(["eval", str(beir_dir), "--modes", "hybrid", "--fusions", "rrf,dbsf",
-                "--json", str(out)]) == 0
+                "--prefetch-min", "3", "--json", str(out)]) == 0
     results = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {"hybrid/rrf", "hybrid/dbsf"}
     assert all(r["recall@10"] == 1.0 for r in results.values())

@@ -3,15 +3,22 @@ args model, fit the worker pods they are given, and hold no secrets. No cluster 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import pytest
+import uvicorn
 import yaml
+from fastapi.testclient import TestClient
 
 from graphs.serve_env import serve_env
 
@@ -21,6 +28,8 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = None
 
 from graphs.args import RagAppArgs
+from ragserve.edge.app import create_app
+from tests import k8s_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "configs" / "cluster.yaml"
@@ -32,12 +41,13 @@ PYTHON = str(VENV_PY) if VENV_PY.exists() else sys.executable
 SECRET_KEYS = {"api_key", "apikey", "password", "token", "secret"}
 
 
-def _docs(name: str) -> list[dict]:
+def _docs(name: str | Path) -> list[dict]:
     return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
 
 
 def _manifests() -> list[Path]:
-    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    """Every file of whole objects in k8s/, at any depth (tests/k8s_tools.py)."""
+    return k8s_tools.manifest_files()
 
 
 def _cluster_config() -> dict:
@@ -204,9 +214,9 @@ def test_rayservice_cluster_shape():
     assert cluster["rayVersion"] == "2.60.0"
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
     assert (groups["cpu"]["minReplicas"], groups["cpu"]["maxReplicas"]) == (1, 4)
-    assert groups["gpu"]["minReplicas"] == 0 and groups["gpu"]["maxReplicas"] >= 1
-    (gpu_container,) = groups["gpu"]["template"]["spec"]["containers"]
-    assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # GPU workers come with the gpu component, whose Serve config asks for GPUs
+    # (test_k8s_resources.py); here no deployment would ever use them
+    assert set(groups) == {"cpu"}
     for g in groups.values():
         assert g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"]
 
@@ -270,7 +280,7 @@ def test_every_manifest_parses_and_services_select_pods():
     pod_labels: list[dict] = []
     services: list[tuple[str, dict]] = []
     for path in _manifests():
-        for doc in _docs(path.name):
+        for doc in _docs(path):
             assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
             if doc["kind"] in {"Deployment", "StatefulSet"}:
                 labels = doc["spec"]["template"]["metadata"]["labels"]
@@ -283,8 +293,14 @@ def test_every_manifest_parses_and_services_select_pods():
 
 
 def test_kustomization_lists_every_manifest():
+    # every top-level file of long-running objects; a file of one-off jobs (a RayJob that
+    # indexes a corpus) is applied on its own, when wanted
     (kust,) = _docs("kustomization.yaml")
-    assert sorted(kust["resources"]) == sorted(p.name for p in _manifests())
+    top = [p for p in _manifests() if p.parent == K8S]
+    jobs = {p.name for p in top if {d["kind"] for d in _docs(p)} <= {"Job", "RayJob"}}
+    assert sorted(kust["resources"]) == sorted(p.name for p in top if p.name not in jobs)
+    components = [p.parent.name for p in (K8S / "components").glob("*/kustomization.yaml")]
+    assert "gpu" in components and "components" not in kust  # off by default: k8s/README.md
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
@@ -298,15 +314,20 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
 
 
 def test_no_literal_secrets():
-    docs: list[tuple[str, Any]] = [("configs/cluster.yaml", _cluster_config())]
-    for path in _manifests():
-        for doc in _docs(path.name):
+    docs: list[tuple[str, Any]] = [
+        (name, yaml.safe_load((ROOT / "configs" / name).read_text()))
+        for name in ("cluster.yaml", "cluster-gpu.yaml")]
+    # whole objects at any depth of k8s/, and the patches of its components
+    for path in [*_manifests(), *sorted(k8s_tools.patch_files())]:
+        for doc in _docs(path):
             docs.append((path.name, doc))
-            if doc["kind"] == "RayService":
+            if isinstance(doc, dict) and doc.get("kind") == "RayService":
                 docs.append((f"{path.name} serveConfigV2", yaml.safe_load(doc["spec"]["serveConfigV2"])))
     for name, doc in docs:
         for where, key, value in _walk(doc):
-            if str(key).lower() in SECRET_KEYS:
+            # (a volume's `secret: {secretName: ...}` is a reference to a Secret, not a value)
+            if str(key).lower() in SECRET_KEYS and not (isinstance(value, dict)
+                                                        and "secretName" in value):
                 assert value in (None, ""), f"{name}: {where}"
             # an env var that looks secret must come from a Secret (valueFrom), not a literal
             if key == "env" and isinstance(value, list):
@@ -340,9 +361,74 @@ def test_dockerfile_builds_a_venv_with_pinned_torch_first_and_runs_as_non_root()
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         bundled_names = [re.split(r"[=<>!~ ]", req)[0] for req in extras["bundled"]]
         assert all(n in bundled_run for n in bundled_names), bundled_names
-    assert not any(line.upper().startswith("HEALTHCHECK") for line in lines)
     users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
     assert users and users[-1] not in {"0", "root"}
+
+
+def _healthcheck() -> tuple[list[str], str]:
+    """The runtime stage's HEALTHCHECK: its exec-form command and the URL it probes."""
+    lines = _dockerfile()
+    checks = [i for i, line in enumerate(lines) if line.upper().startswith("HEALTHCHECK ")]
+    last_from = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    assert len(checks) == 1 and checks[0] > last_from  # one, in the image that ships
+    options, _, command = lines[checks[0]].partition(" CMD ")
+    assert "--start-period=" in options and "--timeout=" in options
+    argv = json.loads(command)  # exec form: no shell needed in the image
+    (url,) = re.findall(r"https?://[^'\"\s]+", " ".join(argv))
+    return argv, url
+
+
+def test_dockerfile_healthcheck_probes_the_liveness_route_with_what_the_image_has():
+    argv, url = _healthcheck()
+    text = (ROOT / "Dockerfile").read_text()
+    # the venv's interpreter, copied into the runtime stage; curl is not in the slim image
+    assert argv[0] == "/opt/venv/bin/python" and "COPY --from=build /opt/venv /opt/venv" in text
+    assert "curl" not in " ".join(argv)
+    parsed = urlsplit(url)
+    assert parsed.hostname == "127.0.0.1"
+    exposed = {int(p) for line in _dockerfile() if line.upper().startswith("EXPOSE ")
+               for p in line.split()[1:]}
+    assert parsed.port in exposed and parsed.port == _cluster_config()["http_options"]["port"]
+    # a real GET route of the API, open without a key, and the liveness one: /readyz answers
+    # 503 while a stage loads, which is no reason to call the container unhealthy
+    app = create_app(lambda: None)
+    assert any(getattr(r, "path", None) == parsed.path and "GET" in r.methods for r in app.routes)
+    assert parsed.path == "/healthz"
+    assert TestClient(app).get(parsed.path).status_code == 200
+
+
+def test_dockerfile_healthcheck_command_tells_up_from_down():
+    argv, url = _healthcheck()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lambda: None), host="127.0.0.1", port=port,
+                                           log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+
+        def probe(target: str) -> int:
+            code = argv[-1].replace(url, target)
+            return subprocess.run([sys.executable, *argv[1:-1], code], capture_output=True,
+                                  timeout=30).returncode
+
+        parsed = urlsplit(url)
+        assert probe(f"http://127.0.0.1:{port}{parsed.path}") == 0
+        assert probe(f"http://127.0.0.1:{port}/no-such-route") != 0
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert probe(f"http://127.0.0.1:{port}{parsed.path}") != 0  # nothing listening
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context():

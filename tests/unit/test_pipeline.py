@@ -4,35 +4,18 @@ timeouts, idempotent ingestion, validation, and HTTP error mapping."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import httpx
 import pytest
 
-from ragserve.api import create_app
-from ragserve.config import ChunkingConfig
-from ragserve.errors import StageUnavailableError
-from ragserve.ingest.chunking import TokenChunker
-from ragserve.pipeline import PipelineSettings, RAGPipeline
+from ragserve.config import IngressConfig
+from ragserve.edge import Guard, HandleAPI, create_app
+from ragserve.errors import InvalidRequestError, RagServeError, StageUnavailableError
+from ragserve.pipeline import NO_PASSAGES_ANSWER, RAGPipeline, StageSet
 from ragserve.schemas import (
-    EmbedderInfo, GenerationResult, IngestRequest, QueryRequest, RerankResult, ScoredChunk,
-    SearchRequest, Usage,
+    DocumentIn, IngestRequest, QueryRequest, RerankResult, ScoredChunk, SearchRequest,
 )
-
-
-class FakeEmbedder:
-    def __init__(self):
-        self.calls = 0
-
-    async def info(self):
-        return EmbedderInfo(model="fake", dimension=3, device="cpu", dtype="float32")
-
-    async def embed(self, texts, kind="passage"):
-        self.calls += 1
-        return [[float(b) for b in hashlib.sha256(t.encode()).digest()[:3]] for t in texts]
-
-    async def health(self):
-        return {"backend": "fake"}
+from tests.fakes import FakeEmbedder, FakeGenerator, FakeReranker
 
 
 class MemoryRetriever:
@@ -69,48 +52,14 @@ class MemoryRetriever:
         return len(self.docs.pop(doc_id, []))
 
 
-class Reranker:
-    def __init__(self, fail=False, delay=0.0):
-        self.fail, self.delay = fail, delay
-
-    async def rerank(self, query, chunks, top_n):
-        await asyncio.sleep(self.delay)
-        if self.fail:
-            raise StageUnavailableError("reranker replica died")
-        return RerankResult(chunks=list(reversed(chunks))[:top_n], backend="fake-reranker")
-
-    async def health(self):
-        return {"backend": "fake-reranker"}
-
-
-class Generator:
-    name = "fake-gen"
-
-    def __init__(self, fail=False):
-        self.fail = fail
-
-    async def generate(self, req):
-        if self.fail:
-            raise StageUnavailableError("LLM server down")
-        return GenerationResult(text="answer [1]", usage=Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7),
-                                backend=self.name, cited=[1], passages_used=1, passages_dropped=len(req.passages) - 1)
-
-    async def stream(self, req):
-        yield {"delta": "answer "}
-        yield {"delta": "[1]"}
-        yield {"result": await self.generate(req)}
-
-    async def health(self):
-        return {}
-
-
 def make(reranker=None, generator=None, timeout=5.0):
-    return RAGPipeline(
-        embedder=FakeEmbedder(), retriever=MemoryRetriever(), reranker=reranker or Reranker(),
-        generator=generator if generator is not None else Generator(),
-        chunker=TokenChunker(ChunkingConfig()),
-        settings=PipelineSettings(stage_timeout_s=timeout, max_documents_per_request=3),
-    )
+    stages = StageSet(embedder=FakeEmbedder(), retriever=MemoryRetriever(),
+                      reranker=reranker or FakeReranker(),
+                      generator=generator if generator is not None else FakeGenerator())
+    config = IngressConfig.model_validate({
+        "stage_timeout_s": timeout, "stage_timeouts_s": {"reranker": timeout},
+        "limits": {"max_documents_per_request": 3}})
+    return RAGPipeline(stages, config=config)
 
 
 DOCS = IngestRequest(documents=[{"id": "a", "text": "alpha text"}, {"id": "b", "text": "beta text"}])
@@ -121,10 +70,10 @@ async def test_ingest_is_idempotent_and_updates_replace():
     await p.startup()
     first = await p.ingest(DOCS)
     assert [d.status for d in first.documents] == ["created", "created"]
-    calls = p.embedder.calls
+    calls = p.stages.embedder.calls
     again = await p.ingest(DOCS)
     assert [d.status for d in again.documents] == ["unchanged", "unchanged"]
-    assert again.chunks_embedded == 0 and p.embedder.calls == calls  # nothing re-embedded
+    assert again.chunks_embedded == 0 and p.stages.embedder.calls == calls  # nothing re-embedded
     changed = await p.ingest(IngestRequest(documents=[{"id": "a", "text": "alpha text v2"}]))
     assert changed.documents[0].status == "updated"
     meta = await p.ingest(IngestRequest(documents=[{"id": "a", "text": "alpha text v2", "metadata": {"source": "x"}}]))
@@ -138,14 +87,17 @@ async def test_bad_batch_writes_nothing():
     from ragserve.errors import InvalidRequestError, PayloadTooLargeError
 
     with pytest.raises(InvalidRequestError):
-        await p.ingest(IngestRequest(documents=[{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]))
+        # The request model refuses repeated ids; the indexer checks again for requests built
+        # without validation.
+        await p.ingest(IngestRequest.model_construct(documents=[
+            DocumentIn(id="a", text="x"), DocumentIn(id="a", text="y")]))
     with pytest.raises(PayloadTooLargeError):
         await p.ingest(IngestRequest(documents=[{"id": f"d{i}", "text": "x"} for i in range(4)]))
-    assert p.retriever.replacements == 0
+    assert p.stages.retriever.replacements == 0
 
 
 async def test_reranker_failure_degrades_to_retriever_order():
-    p = make(reranker=Reranker(fail=True))
+    p = make(reranker=FakeReranker(fail=True))
     await p.startup()
     await p.ingest(DOCS)
     res = await p.search(SearchRequest(query="alpha", rerank_top_n=2))
@@ -194,7 +146,7 @@ async def test_a_reranker_with_a_model_or_unknown_is_always_called(reranker):
 
 
 async def test_slow_reranker_is_cut_by_the_stage_timeout():
-    p = make(reranker=Reranker(delay=1.0), timeout=0.2)
+    p = make(reranker=FakeReranker(delay=1.0), timeout=0.2)
     await p.startup()
     await p.ingest(DOCS)
     res = await p.search(SearchRequest(query="alpha"))
@@ -202,7 +154,7 @@ async def test_slow_reranker_is_cut_by_the_stage_timeout():
 
 
 async def test_generator_failure_returns_passages_degraded():
-    p = make(generator=Generator(fail=True))
+    p = make(generator=FakeGenerator(fail=True))
     await p.startup()
     await p.ingest(DOCS)
     res = await p.query(QueryRequest(query="alpha?"))
@@ -229,8 +181,8 @@ async def test_stream_events_order():
 
 
 async def test_search_only_app_has_no_query():
-    p = RAGPipeline(embedder=FakeEmbedder(), retriever=MemoryRetriever(), reranker=Reranker(),
-                    generator=None, chunker=TokenChunker(ChunkingConfig()))
+    p = RAGPipeline(StageSet(embedder=FakeEmbedder(), retriever=MemoryRetriever(),
+                             reranker=FakeReranker()))
     from ragserve.errors import NotFoundError
 
     with pytest.raises(NotFoundError):
@@ -238,7 +190,7 @@ async def test_search_only_app_has_no_query():
 
 
 async def test_http_error_mapping():
-    p = make(reranker=Reranker(), generator=Generator())
+    p = make(reranker=FakeReranker(), generator=FakeGenerator())
     await p.startup()
 
     class Down(FakeEmbedder):
@@ -251,7 +203,141 @@ async def test_http_error_mapping():
         assert (await c.get("/v1/documents/nope")).status_code == 404
         big = await c.post("/v1/documents", content=b"x" * 20_000, headers={"content-type": "application/json"})
         assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
-        p.embedder = Down()
+        p.stages.embedder = Down()
         r = await c.post("/v1/search", json={"query": "x"})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert "embedder gone" in r.json()["error"]["message"]
+
+
+async def test_streamed_and_whole_answers_agree():
+    for generator in (FakeGenerator(), FakeGenerator(fail=True)):
+        p = make(generator=generator)
+        await p.startup()
+        await p.ingest(DOCS)
+        req = QueryRequest(query="alpha?", rerank_top_n=2)
+        whole = await p.query(req)
+        events = [e async for e in p.query_events(req)]
+        done = events[-1][1]
+        assert events[-1][0] == "done"
+        assert done["answer"] == whole.answer and done["warnings"] == whole.warnings
+        assert done["degraded"] == whole.degraded
+        assert done["cited"] == [c.number for c in whole.citations if c.cited]
+        assert done["passages_used"] == len(whole.citations)
+
+
+async def test_no_passages_is_one_answer_streamed_or_not():
+    p = make()
+    await p.startup()  # nothing ingested
+    whole = await p.query(QueryRequest(query="anything?"))
+    events = [e async for e in p.query_events(QueryRequest(query="anything?", stream=True))]
+    assert whole.answer == events[-1][1]["answer"] == NO_PASSAGES_ANSWER
+    assert whole.citations == [] and events[0][1]["citations"] == []
+
+
+async def _http(p, **app_kwargs):
+    app = create_app(lambda: p, **app_kwargs)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_an_invalid_streamed_query_is_a_422_before_the_stream():
+    p = make()
+    await p.startup()
+    async with await _http(p) as c:
+        r = await c.post("/v1/query", json={"query": "\u0000\u0001", "stream": True})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/json")
+        assert "empty after removing control characters" in r.json()["error"]["message"]
+        r = await c.post("/v1/query", json={"query": "x" * 5000, "stream": True})
+        assert r.status_code == 413  # a size limit: the query is over max_query_chars
+
+
+async def test_a_streamed_query_with_a_stage_down_is_a_503():
+    p = make()
+    await p.startup()
+
+    class Down(FakeEmbedder):
+        async def embed(self, texts, kind="passage"):
+            raise ConnectionError("embedder gone")
+
+    p.stages.embedder = Down()
+    async with await _http(p) as c:
+        r = await c.post("/v1/query", json={"query": "alpha?", "stream": True})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "stage_unavailable"
+
+
+async def test_chunked_bodies_are_bounded_too():
+    p = make()
+    await p.startup()
+
+    async def chunked():
+        for _ in range(20):
+            yield b" " * 1000
+
+    async with await _http(p, max_request_bytes=10_000) as c:
+        r = await c.post("/v1/documents", content=chunked(),
+                         headers={"content-type": "application/json"})
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        assert p.stages.retriever.replacements == 0
+        ok = await c.post("/v1/search", json={"query": "alpha"})
+        assert ok.status_code == 200
+
+
+async def test_request_ids_in_and_out():
+    p = make()
+    await p.startup()
+    async with await _http(p) as c:
+        r = await c.get("/healthz", headers={"x-request-id": "abc-123"})
+        assert r.headers["x-request-id"] == "abc-123"
+        fresh = await c.get("/healthz", headers={"x-request-id": "bad id\r\nx: y"})
+        assert fresh.headers["x-request-id"] != "bad id" and len(fresh.headers["x-request-id"]) == 32
+        missing = await c.get("/v1/documents/nope", headers={"x-request-id": "req-9"})
+        assert missing.status_code == 404 and missing.json()["error"]["request_id"] == "req-9"
+
+
+async def test_one_guard_for_http_and_handles():
+    seen = []
+
+    async def only_key_k(ctx):
+        seen.append((ctx.transport, ctx.operation))
+        if ctx.credentials != "k":
+            raise InvalidRequestError("no key")  # a real check raises 401/403/429
+
+    guard = Guard([only_key_k])
+    p = make()
+    await p.startup()
+    handles = HandleAPI(lambda: p, guard)
+    async with await _http(p, guard=guard) as c:
+        assert (await c.post("/v1/search", json={"query": "alpha"})).status_code == 422
+        ok = await c.post("/v1/search", json={"query": "alpha"},
+                          headers={"authorization": "Bearer k"})
+        assert ok.status_code == 200
+        assert (await c.get("/healthz")).status_code == 200  # liveness passes no guard
+    with pytest.raises(RagServeError):
+        await handles.search({"query": "alpha"})
+    assert (await handles.search({"query": "alpha"}, credentials="k")).results is not None
+    with pytest.raises(InvalidRequestError):  # a bad handle request is a typed error too
+        await handles.search({"query": "alpha", "top_k": 0}, credentials="k")
+    assert ("http", "search") in seen and ("handle", "search") in seen
+
+
+async def test_an_answer_from_a_fallback_is_flagged_degraded():
+    from ragserve.schemas import GenerationAttempt
+
+    class FellBack(FakeGenerator):
+        async def generate(self, req):
+            res = await super().generate(req)
+            return res.model_copy(update={"backend": "extractive", "attempts": [
+                GenerationAttempt(backend="local", outcome="failed", reason="timeout", tries=3),
+                GenerationAttempt(backend="extractive", outcome="ok", tries=1)]})
+
+    p = make(generator=FellBack())
+    await p.startup()
+    await p.ingest(DOCS)
+    res = await p.query(QueryRequest(query="alpha?"))
+    assert res.answer and res.degraded and res.backends.generator == "extractive"
+    assert any("answered by fallback extractive" in w and "local failed (timeout)" in w
+               for w in res.warnings)
+    p2 = make()
+    await p2.startup()
+    await p2.ingest(DOCS)
+    assert not (await p2.query(QueryRequest(query="alpha?"))).degraded

@@ -7,6 +7,7 @@ import pytest
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
 from ragserve.errors import InvalidRequestError
 from ragserve.generation.prompt import (
+    UNTRUSTED_RULE,
     build_prompt,
     extract_citations,
     plan_prompt,
@@ -39,16 +40,17 @@ def test_keeps_highest_scores_and_numbers_them_in_request_order():
     req = GenerationRequest(query="which one?", passages=passages)
     base = plan(GenerationRequest(query="which one?", passages=[]), window=1000).prompt_tokens
     # room for two 51-word passage blocks, not three
-    p = plan(req, window=base + 10 + 2 * 51 + 20)
-    assert p.passage_indices == [1, 3]
+    window = base + 10 + 2 * 51 + 20
+    p = plan(req, window=window)
     assert [c.chunk_id for c in p.passages] == ["c1", "c3"]
     assert p.passages_dropped == 2
     user = p.messages[-1]["content"]
     assert f"[1] {passages[1].text}" in user and f"[2] {passages[3].text}" in user
     assert passages[0].text not in user and passages[2].text not in user
     assert "[3]" not in user
-    assert p.prompt_tokens + p.max_tokens <= p.budget["context_window"]
-    assert p.messages[0] == {"role": "system", "content": "Answer from the passages."}
+    assert p.prompt_tokens + p.max_tokens <= window
+    assert p.messages[0] == {"role": "system",
+                             "content": f"Answer from the passages.\n\n{UNTRUSTED_RULE}"}
     assert user.rstrip().endswith("Question: which one?")
 
 
@@ -57,9 +59,9 @@ def test_selection_stops_at_first_passage_that_does_not_fit():
     # passage while keeping a worse one, and break "kept == request.passages[:used]".
     passages = [passage(0, 10, 0.9), passage(1, 500, 0.8), passage(2, 10, 0.7)]
     p = plan(GenerationRequest(query="q", passages=passages), window=200)
-    assert p.passage_indices == [0]
+    assert p.passages == passages[:1]
     assert min(c.score for c in p.passages) >= max(
-        passages[i].score for i in range(3) if i not in p.passage_indices)
+        c.score for c in passages if c not in p.passages)
 
 
 def test_sorted_input_keeps_a_prefix_and_everything_fits_when_room():
@@ -67,9 +69,9 @@ def test_sorted_input_keeps_a_prefix_and_everything_fits_when_room():
     req = GenerationRequest(query="q", passages=passages)
     small = plan(req, window=150)
     assert 0 < len(small.passages) < 6
-    assert small.passage_indices == list(range(len(small.passages)))
+    assert small.passages == passages[:len(small.passages)]
     big = plan(req, window=5000)
-    assert big.passage_indices == list(range(6)) and big.passages_dropped == 0
+    assert big.passages == passages and big.passages_dropped == 0
 
 
 def test_history_is_trimmed_oldest_first_and_passages_win():
@@ -79,14 +81,14 @@ def test_history_is_trimmed_oldest_first_and_passages_win():
     # room for the passage, the question and two turns (each ~2 x 22 words + overheads)
     p = plan(req, window=no_history + 10 + 2 * 52 + 5)
     assert p.passages_dropped == 0
-    assert p.history_used == 2 and p.history_dropped == 4
     turns = [m["content"] for m in p.messages[1:-1]]
     assert turns == [history[4][0], history[4][1], history[5][0], history[5][1]]
     assert [m["role"] for m in p.messages[1:-1]] == ["user", "assistant", "user", "assistant"]
     assert p.prompt_tokens + p.max_tokens <= no_history + 10 + 2 * 52 + 5
     # with only room for the passage, history goes first
     tight = plan(req, window=no_history + 10 + 5)
-    assert tight.passages_dropped == 0 and tight.history_used == 0
+    assert tight.passages_dropped == 0
+    assert [m["role"] for m in tight.messages] == ["system", "user"]
 
 
 def test_question_that_cannot_fit_is_refused():
@@ -136,4 +138,4 @@ def test_plan_result_reports_citations_against_kept_passages():
     p = plan(GenerationRequest(query="q", passages=passages), window=200)
     res = p.result("see [2] and [3]", backend="x", usage=Usage())
     assert res.passages_used == 2 and res.passages_dropped == 1
-    assert res.cited == [2]  # [3] was dropped: not a citation of anything the model saw
+    assert res.cited == [2]  # [3] names a dropped passage: the model never saw it

@@ -1,4 +1,5 @@
-"""QdrantRetriever against a real embedded Qdrant in a temporary folder."""
+"""QdrantRetriever against a real embedded Qdrant in a temporary folder: what only this backend
+does. What every retriever does is in the contract (``test_retriever_contract.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from ragserve.config import RetrieverConfig
 from ragserve.errors import ConfigurationError, StageUnavailableError
+from ragserve.lexical import ANALYZER_ID
 from ragserve.retrieval import QdrantRetriever, Retriever
+from ragserve.retrieval.sparse import term_index
 from ragserve.schemas import Chunk, EmbedderInfo
 from tests.conftest import free_port
 
@@ -22,7 +25,8 @@ def unit(v: np.ndarray) -> list[float]:
     return (v / np.linalg.norm(v)).astype(np.float32).tolist()
 
 
-def make_chunks(doc_id: str, texts: list[str], **metadata) -> tuple[list[Chunk], list[list[float]]]:
+def make_chunks(doc_id: str, texts: list[str], rng: np.random.Generator = RNG,
+                **metadata) -> tuple[list[Chunk], list[list[float]]]:
     chunks = [
         Chunk(
             chunk_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{doc_id}/{i}/{text}")),
@@ -35,7 +39,11 @@ def make_chunks(doc_id: str, texts: list[str], **metadata) -> tuple[list[Chunk],
         )
         for i, text in enumerate(texts)
     ]
-    return chunks, [unit(RNG.normal(size=DIM)) for _ in chunks]
+    return chunks, [unit(rng.normal(size=DIM)) for _ in chunks]
+
+
+async def stored_ids(r: QdrantRetriever, doc_id: str) -> set[str]:
+    return set((await r.chunk_hashes_many([doc_id]))[doc_id])
 
 
 @pytest.fixture
@@ -62,7 +70,8 @@ async def test_collection_metadata_and_reopen_checks(tmp_path):
     await r.ensure_collection(INFO)
     info = await r.client.get_collection("c")
     assert info.config.metadata == {
-        "embedder_model": "test-embedder", "dimension": DIM, "schema": 2
+        "embedder_model": "test-embedder", "dimension": DIM, "schema": 2,
+        "analyzer": ANALYZER_ID,
     }
     assert info.config.params.vectors["dense"].size == DIM
     await r.aclose()
@@ -87,93 +96,75 @@ async def test_collection_metadata_and_reopen_checks(tmp_path):
             await r.aclose()
 
 
+async def _old_collection(path, *, metadata: dict, sparse: bool = True) -> None:
+    """A collection laid out as an earlier ragserve built it, through the raw client."""
+    from qdrant_client import AsyncQdrantClient
+    from qdrant_client import models as qm
+
+    client = AsyncQdrantClient(path=str(path))
+    try:
+        await client.create_collection(
+            "old",
+            vectors_config={"dense": qm.VectorParams(size=DIM, distance=qm.Distance.COSINE)},
+            sparse_vectors_config={"lexical": qm.SparseVectorParams(modifier=qm.Modifier.IDF)}
+            if sparse else None,
+            metadata=metadata,
+        )
+        vector: dict = {"dense": unit(np.ones(DIM))}
+        if sparse:  # the old four-suffix stemmer's terms: "process" stored as "proces"
+            vector["lexical"] = qm.SparseVector(indices=[term_index("proces")], values=[1.0])
+        await client.upsert("old", [qm.PointStruct(
+            id=str(uuid.uuid4()), vector=vector,
+            payload={"doc_id": "d", "text": "process", "tenant": "default", "acl": []})])
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("stored", [None, "four-suffix-v0"])
+async def test_an_index_built_with_another_analyzer_is_refused_at_start_up(tmp_path, stored):
+    meta = {"embedder_model": INFO.model, "dimension": DIM, "schema": 2}
+    if stored is not None:
+        meta["analyzer"] = stored
+    await _old_collection(tmp_path / "q", metadata=meta)
+    r = QdrantRetriever(RetrieverConfig(path=str(tmp_path / "q"), collection="old"))
+    await r.warm_up()
+    try:
+        with pytest.raises(ConfigurationError) as err:
+            await r.ensure_collection(INFO)
+        message = str(err.value)
+        assert ANALYZER_ID in message and "Re-index" in message
+        assert (stored or "no recorded analyzer") in message
+        assert err.value.details["stored_analyzer"] == stored
+        assert r._mirror is None  # refused before serving anything from it
+    finally:
+        await r.aclose()
+
+
+async def test_an_index_without_lexical_vectors_needs_no_analyzer(tmp_path):
+    # Built before hybrid search: dense only, so no analysis of text is stored to mismatch.
+    await _old_collection(tmp_path / "q", metadata={"embedder_model": INFO.model,
+                                                    "dimension": DIM, "schema": 1}, sparse=False)
+    r = QdrantRetriever(RetrieverConfig(path=str(tmp_path / "q"), collection="old"))
+    await r.warm_up()
+    try:
+        await r.ensure_collection(INFO)
+        hits = await r.search(unit(np.ones(DIM)), 3, query_text="process", mode="hybrid")
+        assert [h.doc_id for h in hits] == ["d"]  # served dense
+    finally:
+        await r.aclose()
+
+
 async def test_second_client_on_same_folder_is_a_configuration_error(retriever):
     second = QdrantRetriever(retriever.config)
     with pytest.raises(ConfigurationError, match="one retriever replica"):
         await second.warm_up()
 
 
-async def test_replace_then_search_round_trips(retriever):
-    chunks, vectors = make_chunks("doc-a", ["alpha", "beta", "gamma"], source="wiki", tags=["x"])
-    await retriever.replace_document("doc-a", chunks, vectors)
-
-    hits = await retriever.search(vectors[1], top_k=3)
-    assert [h.chunk_id for h in hits][0] == chunks[1].chunk_id
-    top = hits[0]
-    assert top.score == pytest.approx(1.0, abs=1e-4)
-    assert top.retrieval_score == top.score
-    assert top.model_dump(exclude={"score", "retrieval_score"}) == chunks[1].model_dump()
-    assert hits[0].score >= hits[1].score >= hits[2].score
-    assert await retriever.get_document("doc-a") == chunks
-    assert await retriever.get_document("missing") == []
-
-
-async def test_replace_with_changed_chunks_keeps_only_new(retriever):
-    old, old_vectors = make_chunks("doc-a", ["one", "two", "three"])
-    other, other_vectors = make_chunks("doc-b", ["untouched"])
-    await retriever.replace_document("doc-a", old, old_vectors)
-    await retriever.replace_document("doc-b", other, other_vectors)
-    assert await retriever.count() == 4
-
-    new, new_vectors = make_chunks("doc-a", ["one", "two, revised"])
-    new[0] = old[0]  # an unchanged chunk keeps its id
-    new_vectors[0] = old_vectors[0]
-    await retriever.replace_document("doc-a", new, new_vectors)
-    assert set(await retriever.chunk_hashes("doc-a")) == {c.chunk_id for c in new}
-    assert set(await retriever.chunk_hashes("doc-b")) == {other[0].chunk_id}
-    assert await retriever.count() == 3
-
-    await retriever.replace_document("doc-a", new, new_vectors)  # same again: stable
-    assert set(await retriever.chunk_hashes("doc-a")) == {c.chunk_id for c in new}
-    assert await retriever.count() == 3
-    assert [c.text for c in await retriever.get_document("doc-a")] == ["one", "two, revised"]
-
-
 async def test_chunk_hashes_pages_through_many(retriever):
     chunks, vectors = make_chunks("big", [f"t{i}" for i in range(600)])
-    await retriever.replace_document("big", chunks, vectors)
-    assert set(await retriever.chunk_hashes("big")) == {c.chunk_id for c in chunks}
+    await retriever.replace_documents([("big", chunks, vectors)])
+    assert await stored_ids(retriever, "big") == {c.chunk_id for c in chunks}
     assert len(await retriever.get_document("big")) == 600
-
-
-async def test_filters_single_value_and_list(retriever):
-    for doc, source, year in [("d1", "wiki", 2020), ("d2", "blog", 2021), ("d3", "news", 2022)]:
-        chunks, vectors = make_chunks(doc, [f"{doc} text"], source=source, year=year, flag=True)
-        await retriever.replace_document(doc, chunks, vectors)
-    query = unit(RNG.normal(size=DIM))
-
-    async def docs(filters):
-        return {h.doc_id for h in await retriever.search(query, top_k=10, filters=filters)}
-
-    assert await docs(None) == {"d1", "d2", "d3"}
-    assert await docs({"source": "blog"}) == {"d2"}
-    assert await docs({"source": ["wiki", "news"]}) == {"d1", "d3"}
-    assert await docs({"year": [2020, 2021.0]}) == {"d1", "d2"}
-    assert await docs({"source": "wiki", "year": 2021}) == set()
-    assert await docs({"flag": [True, "yes"]}) == {"d1", "d2", "d3"}
-    assert await docs({"source": "absent"}) == set()
-
-
-async def test_delete_document(retriever):
-    chunks, vectors = make_chunks("doc-a", ["a", "b"])
-    keep, keep_vectors = make_chunks("doc-b", ["c"])
-    await retriever.replace_document("doc-a", chunks, vectors)
-    await retriever.replace_document("doc-b", keep, keep_vectors)
-    assert await retriever.delete_document("doc-a") == 2
-    assert set(await retriever.chunk_hashes("doc-a")) == set()
-    assert await retriever.count() == 1
-    assert await retriever.delete_document("doc-a") == 0
-
-
-async def test_replace_rejects_bad_input(retriever):
-    chunks, vectors = make_chunks("doc-a", ["a"])
-    with pytest.raises(ValueError):
-        await retriever.replace_document("doc-a", chunks, vectors + vectors)
-    with pytest.raises(ValueError):
-        await retriever.replace_document("doc-b", chunks, vectors)
-    bad = [chunks[0].model_copy(update={"chunk_id": "not-a-uuid"})]
-    with pytest.raises(ValueError):
-        await retriever.replace_document("doc-a", bad, vectors)
 
 
 async def test_unreachable_server_is_stage_unavailable():
@@ -185,7 +176,7 @@ async def test_unreachable_server_is_stage_unavailable():
             await r.search([0.1] * DIM, top_k=3)
         with pytest.raises(StageUnavailableError):
             chunks, vectors = make_chunks("doc-a", ["a"])
-            await r.replace_document("doc-a", chunks, vectors)
+            await r.replace_documents([("doc-a", chunks, vectors)])
         with pytest.raises(StageUnavailableError):
             await r.health()
     finally:
@@ -201,17 +192,17 @@ async def test_not_warmed_up_is_stage_unavailable(tmp_path):
 async def test_readers_never_see_a_replaced_document_missing(retriever):
     a, a_vectors = make_chunks("doc-a", ["v1 first", "v1 second"])
     b, b_vectors = make_chunks("doc-a", ["v2 only"])
-    await retriever.replace_document("doc-a", a, a_vectors)
+    await retriever.replace_documents([("doc-a", a, a_vectors)])
     seen: list[int] = []
 
     async def writer():
         for i in range(20):
             chunks, vectors = (a, a_vectors) if i % 2 else (b, b_vectors)
-            await retriever.replace_document("doc-a", chunks, vectors)
+            await retriever.replace_documents([("doc-a", chunks, vectors)])
 
     async def reader():
         for _ in range(40):
-            seen.append(len(set(await retriever.chunk_hashes("doc-a"))))
+            seen.append(len(await stored_ids(retriever, "doc-a")))
 
     import asyncio
 
@@ -234,21 +225,6 @@ def test_server_error_statuses_map_to_ragserve_errors(status, error):
             raise UnexpectedResponse(status, "x", b"", httpx.Headers())
 
 
-async def test_batch_replace_and_state_of_many_documents(retriever):
-    a, va = make_chunks("doc-a", ["alpha one", "alpha two"])
-    b, vb = make_chunks("doc-b", ["beta"])
-    await retriever.replace_documents([("doc-a", a, va), ("doc-b", b, vb)])
-    state = await retriever.chunk_hashes_many(["doc-a", "doc-b", "doc-c"])
-    assert set(state["doc-a"]) == {c.chunk_id for c in a}
-    assert set(state["doc-b"]) == {c.chunk_id for c in b} and state["doc-c"] == {}
-    a2, va2 = make_chunks("doc-a", ["alpha rewritten"])
-    await retriever.replace_documents([("doc-a", a2, va2), ("doc-b", b, vb)])
-    state = await retriever.chunk_hashes_many(["doc-a", "doc-b"])
-    assert set(state["doc-a"]) == {a2[0].chunk_id}  # old chunks of doc-a gone
-    assert set(state["doc-b"]) == {c.chunk_id for c in b}  # doc-b untouched
-    assert await retriever.count() == 2
-
-
 async def test_sparse_and_hybrid_modes_rank_by_terms(retriever):
     # Dense vectors point the wrong way on purpose: only the lexical side can find "quokka".
     a, _ = make_chunks("doc-a", ["The quokka is a small marsupial found on Rottnest Island."])
@@ -269,38 +245,41 @@ async def test_sparse_and_hybrid_modes_rank_by_terms(retriever):
 
 # ------------------------------------------------------------ local mode's lexical index
 
-# A vocabulary large enough that two points rarely tie: at a prefetch's cut-off, tied points
-# may be taken in either order, by Qdrant as by the index.
+# At a prefetch's cut-off, tied points may be taken in either order, by Qdrant as by the index,
+# and then the fused scores differ. A large vocabulary and documents of distinct lengths (so
+# that no two weigh a shared term the same) keep ties out.
 WORDS = [a + b for a in ("cell", "gene", "immun", "vacc", "recept", "kinas", "neur", "membr",
                          "enzym", "mutat", "insul", "tumor")
          for b in ("ology", "ase", "ic", "itis", "oma", "gen", "cyte", "plast", "phage", "tide")]
 
 
-def _random_text(rng: np.random.Generator) -> str:
-    return " ".join(rng.choice(WORDS, size=int(rng.integers(3, 30))))
+def _random_text(rng: np.random.Generator, size: int | None = None) -> str:
+    return " ".join(rng.choice(WORDS, size=size or int(rng.integers(3, 30))))
 
 
 async def _both_paths(r: QdrantRetriever, vector, query: str, mode: str):
-    index, r._sparse_index = r._sparse_index, None
+    index, r._mirror = r._mirror, None
     try:
         qdrant = await r.search(vector, 10, query_text=query, mode=mode)  # Qdrant's own scan
     finally:
-        r._sparse_index = index
+        r._mirror = index
     return qdrant, await r.search(vector, 10, query_text=query, mode=mode)
 
 
 @pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
 async def test_lexical_index_scores_as_qdrant_does_through_writes_and_reopen(tmp_path, fusion):
     rng = np.random.default_rng(7)
+    sizes = iter(rng.permutation(np.arange(3, 240)).tolist())
     config = RetrieverConfig(path=str(tmp_path / "q"), collection="lex", fusion=fusion)
     r = QdrantRetriever(config)
     await r.warm_up()
     await r.ensure_collection(INFO)
-    docs = {f"doc-{i}": [_random_text(rng) for _ in range(int(rng.integers(1, 4)))] for i in range(60)}
+    docs = {f"doc-{i}": [_random_text(rng, next(sizes)) for _ in range(int(rng.integers(1, 4)))]
+            for i in range(60)}
     await r.replace_documents([(d, *make_chunks(d, texts)) for d, texts in docs.items()])
-    await r.replace_document("doc-1", *make_chunks("doc-1", ["glucagon secretion pathway"]))
+    await r.replace_documents([("doc-1", *make_chunks("doc-1", ["glucagon secretion pathway"]))])
     await r.delete_document("doc-2")
-    await r.replace_document("doc-3", *make_chunks("doc-3", ["...", "?!"]))  # no terms at all
+    await r.replace_documents([("doc-3", *make_chunks("doc-3", ["...", "?!"]))])  # no terms at all
     queries = [_random_text(rng) for _ in range(15)] + ["glucagon kinase", "unknownword"]
     try:
         for reopened in (False, True):
@@ -309,15 +288,17 @@ async def test_lexical_index_scores_as_qdrant_does_through_writes_and_reopen(tmp
                 r = QdrantRetriever(config)
                 await r.warm_up()
                 await r.ensure_collection(INFO)
-            assert r._sparse_index is not None and len(r._sparse_index) == await r.count() - 2
+            assert r._mirror is not None and len(r._mirror) == await r.count() - 2
             for q in queries:
                 v = unit(rng.normal(size=DIM))
                 for mode in ("sparse", "hybrid"):
                     qdrant, indexed = await _both_paths(r, v, q, mode)
                     assert [h.score for h in indexed] == pytest.approx([h.score for h in qdrant], abs=1e-5)
-                    # equal scores may come in either order: compare ids grouped by score
-                    assert sorted((round(h.score, 5), h.chunk_id) for h in indexed) == \
-                        sorted((round(h.score, 5), h.chunk_id) for h in qdrant)
+                    # equal scores may come in either order: the same points, each scored alike
+                    # (float32 on both sides: compare within a tolerance, not by rounding)
+                    by_id = {h.chunk_id: h.score for h in qdrant}
+                    assert {h.chunk_id for h in indexed} == set(by_id)
+                    assert all(h.score == pytest.approx(by_id[h.chunk_id], abs=1e-5) for h in indexed)
                     assert all(h.text for h in indexed)
             hits = await r.search(unit(rng.normal(size=DIM)), 3, query_text="glucagon", mode="sparse")
             assert [h.doc_id for h in hits] == ["doc-1"]  # only points sharing a term
@@ -329,8 +310,44 @@ async def test_lexical_index_scores_as_qdrant_does_through_writes_and_reopen(tmp
 
 async def test_filtered_hybrid_queries_take_qdrants_path(retriever):
     chunks, vectors = make_chunks("a", ["insulin receptor"], source="x")
-    await retriever.replace_document("a", chunks, vectors)
+    await retriever.replace_documents([("a", chunks, vectors)])
     chunks, vectors = make_chunks("b", ["insulin receptor kinase"], source="y")
-    await retriever.replace_document("b", chunks, vectors)
+    await retriever.replace_documents([("b", chunks, vectors)])
     hits = await retriever.search(vectors[0], 5, {"source": "x"}, query_text="insulin", mode="hybrid")
     assert [h.doc_id for h in hits] == ["a"]
+
+
+async def test_the_lexical_mirror_is_rebuilt_after_reopening_the_client(retriever):
+    await retriever.replace_documents([("a", *make_chunks("a", ["insulin receptor"]))])
+    await retriever.aclose()  # the mirror belonged to the closed client
+    assert retriever._mirror is None
+    await retriever.warm_up()
+    await retriever.ensure_collection(INFO)
+    assert retriever._mirror is not None and len(retriever._mirror) == 1
+    hits = await retriever.search(unit(RNG.normal(size=DIM)), 3, query_text="insulin", mode="sparse")
+    assert [h.doc_id for h in hits] == ["a"]
+
+
+def test_hybrid_prefetch_depth_has_a_floor():
+    config = RetrieverConfig()
+    assert config.prefetch_depth(20) == 100  # a small top_k still fuses 100 per side
+    assert config.prefetch_depth(100) == 200  # beyond the floor: factor × top_k
+    assert RetrieverConfig(prefetch_min=1).prefetch_depth(20) == 40
+
+
+async def test_hybrid_fusion_sees_the_prefetch_floor_not_just_top_k(tmp_path):
+    # DBSF normalises each side over the candidates it got: with the floor, what a top-1
+    # query fuses is the same list a top-50 query fuses, so its best hit is the same.
+    rng = np.random.default_rng(3)
+    r = QdrantRetriever(RetrieverConfig(path=str(tmp_path / "q"), collection="depth"))
+    await r.warm_up()
+    try:
+        await r.ensure_collection(INFO)
+        docs = {f"d{i}": [_random_text(rng)] for i in range(80)}
+        await r.replace_documents([(d, *make_chunks(d, t, rng)) for d, t in docs.items()])
+        for _ in range(5):
+            v, q = unit(rng.normal(size=DIM)), _random_text(rng, 4)
+            assert (await r.search(v, 1, query_text=q, mode="hybrid"))[0].chunk_id == \
+                (await r.search(v, 50, query_text=q, mode="hybrid"))[0].chunk_id
+    finally:
+        await r.aclose()

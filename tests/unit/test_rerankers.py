@@ -15,8 +15,8 @@ from ragserve.reranking import (
     RetrievalOrderScorer,
     Scorer,
     load_scorer,
-    rerank_with,
 )
+from ragserve.ordering import order_by_scores
 from ragserve.schemas import ScoredChunk
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -125,9 +125,9 @@ def test_lexical_fusion_prefers_rare_query_terms_on_tied_retrieval():
 def test_lexical_fusion_weight_one_keeps_retriever_order():
     passages = chunks(["alpha beta", "query words here", "gamma"], scores=[0.9, 0.5, 0.7])
     scorer = LexicalFusionScorer(weight=1.0)
-    reranked = rerank_with(scorer, "query words", passages, top_n=3)
+    reranked = order_by_scores(passages, scorer.score("query words", passages), 3)
     assert [c.chunk_id for c in reranked] == ["c0", "c2", "c1"]
-    retrieval = rerank_with(RetrievalOrderScorer(), "query words", passages, top_n=3)
+    retrieval = order_by_scores(passages, RetrievalOrderScorer().score("query words", passages), 3)
     assert [c.chunk_id for c in retrieval] == ["c0", "c2", "c1"]
     assert [c.score for c in retrieval] == [0.9, 0.7, 0.5]
 
@@ -138,7 +138,7 @@ def test_score_many_matches_score_for_fallbacks():
         assert scorer.score_many(groups) == [scorer.score(q, p) for q, p in groups]
 
 
-def test_rerank_with_top_n_scores_and_stable_ties():
+def test_order_by_scores_top_n_scores_and_stable_ties():
     passages = chunks(["a", "b", "c", "d"], scores=[0.4, 0.3, 0.2, 0.1])
 
     class Fixed:
@@ -147,9 +147,9 @@ def test_rerank_with_top_n_scores_and_stable_ties():
         def score(self, query, passages):
             return [1.0, 5.0, 1.0, 3.0]
 
-    out = rerank_with(Fixed(), "q", passages, top_n=3)
+    out = order_by_scores(passages, Fixed().score("q", passages), 3)
     assert [c.chunk_id for c in out] == ["c1", "c3", "c0"]  # c0 before c2: tie keeps order
     assert [c.score for c in out] == [5.0, 3.0, 1.0]
     assert [c.retrieval_score for c in out] == [0.3, 0.1, 0.4]
     assert passages[1].score == 0.3  # inputs untouched
-    assert len(rerank_with(Fixed(), "q", passages, top_n=10)) == 4
+    assert len(order_by_scores(passages, Fixed().score("q", passages), 10)) == 4

@@ -1,0 +1,127 @@
+"""OpenTelemetry traces: off unless ``TracingConfig.enabled``; then one trace per request.
+
+Each process (the ingress replica, every stage replica) calls ``configure_tracing`` once; it
+builds a private ``TracerProvider`` (Serve's own tracing, when an operator turns it on, keeps
+the global one) exporting over OTLP/HTTP in the background. The W3C context crosses handle
+calls as a plain ``traceparent`` carrier (``inject``/``extract``): the stage clients send it,
+the replica side (``deployments/_observed.py``) starts its span under it.
+
+While tracing is off every helper is a cheap no-op: ``enabled()`` is a module flag.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ragserve.config import TracingConfig
+
+__all__ = ["configure_tracing", "enabled", "tracer", "span", "inject", "extract",
+           "current_trace_id", "current_span_context", "links", "shutdown_tracing",
+           "SpanKind", "Status", "StatusCode"]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+_NOOP = trace.NoOpTracer()
+_tracer: trace.Tracer = _NOOP
+_provider: Any = None
+_enabled = False
+
+
+def configure_tracing(config: TracingConfig | None, *, component: str) -> bool:
+    """Start exporting this process's spans when ``config`` enables tracing; idempotent."""
+    global _tracer, _provider, _enabled
+    if config is None or not config.enabled or _enabled:
+        return _enabled
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    resource = Resource.create({
+        "service.name": config.service_name,
+        "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
+        "ragserve.component": component,
+        "process.pid": os.getpid(),
+    })
+    _provider = TracerProvider(resource=resource,
+                               sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)))
+    exporter = OTLPSpanExporter(
+        endpoint=config.otlp_endpoint,
+        headers={k: v.get_secret_value() for k, v in config.headers.items()}, timeout=5)
+    # Spans leave in the background, in batches, within half a second.
+    _provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    _tracer = _provider.get_tracer("ragserve")
+    _enabled = True
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush what is pending and stop exporting (tests, replica shutdown)."""
+    global _tracer, _provider, _enabled
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer, _provider, _enabled = _NOOP, None, False
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def tracer() -> trace.Tracer:
+    return _tracer
+
+
+@contextmanager
+def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Any = None,
+         attributes: dict[str, Any] | None = None,
+         span_links: Sequence[Link] = ()) -> Iterator[Any]:
+    """A span made current for the block (a non-recording one while tracing is off). An
+    exception leaving the block marks the span as an error and is recorded on it."""
+    if not _enabled:
+        yield trace.INVALID_SPAN
+        return
+    with _tracer.start_as_current_span(name, context=parent, kind=kind,
+                                       attributes=attributes, links=list(span_links),
+                                       record_exception=True, set_status_on_exception=True) as s:
+        yield s
+
+
+def inject() -> dict[str, str] | None:
+    """The current context as a W3C carrier (``traceparent``), or None while off."""
+    if not _enabled:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier or None
+
+
+def extract(carrier: dict[str, str] | None) -> Any:
+    """The context a carrier names (None: the current one)."""
+    if not carrier:
+        return None
+    return _PROPAGATOR.extract(carrier=carrier)
+
+
+def current_span_context() -> Any:
+    """The current span's context when it is sampled, else None (what a batch links to)."""
+    if not _enabled:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid and ctx.trace_flags.sampled else None
+
+
+def links(contexts: Sequence[Any]) -> list[Link]:
+    return [Link(c) for c in contexts if c is not None]
+
+
+def current_trace_id() -> str | None:
+    """The current trace id (32 hex digits) for log records, when a span is current."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None

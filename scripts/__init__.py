@@ -1,0 +1,1 @@
+"""Launchers and generators run from the repository root (``python -m scripts.<name>``)."""

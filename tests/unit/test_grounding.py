@@ -1,0 +1,278 @@
+"""Answers held to their passages: the sentence judge, the gate a stream goes through, the
+chain's fallback to cited passage sentences, and streamed and whole answers agreeing."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import pytest
+
+from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig, GroundingConfig
+from ragserve.generation.chain import FallbackGenerator
+from ragserve.generation.extractive import ExtractiveGenerator
+from ragserve.generation.grounding import SentenceGate, ground_answer, split_answer
+from ragserve.generation.prompt import NO_PASSAGES_ANSWER, TiktokenBudgeting
+from ragserve.schemas import GenerationRequest, GenerationResult, ScoredChunk
+
+CFG = GroundingConfig()
+
+
+def chunk(i: int, text: str, score: float) -> ScoredChunk:
+    return ScoredChunk(chunk_id=f"c{i}", doc_id=f"d{i}", chunk_index=0, text=text, score=score)
+
+
+PASSAGES = [
+    chunk(1, "The embedder batches concurrent requests with serve.batch: up to 32 texts are "
+             "grouped into one model call, waiting at most 5 ms for more.", 0.9),
+    chunk(2, "Run the tests with make test; it creates the virtual environment first.", 0.8),
+    chunk(3, "Qdrant local mode keeps the collection in a folder on disk.", 0.4),
+]
+
+
+def test_sentences_keep_their_markers():
+    text = "It batches requests. [1] Then it waits 5 ms [1]. Done!\nNext line"
+    assert split_answer(text) == ["It batches requests. [1]", "Then it waits 5 ms [1].",
+                                  "Done!", "Next line"]
+
+
+def test_supported_cited_sentence_is_kept_as_written():
+    g = ground_answer("The embedder groups concurrent requests into one model call [1].",
+                      PASSAGES, CFG)
+    assert g.grounded and g.text == "The embedder groups concurrent requests into one model call [1]."
+    assert not g.dropped
+
+
+def test_invented_sentence_is_dropped_and_an_all_invented_answer_is_not_grounded():
+    invented = "PyTorch's embedding_onnx function trains until the embedder finishes training [1]."
+    g = ground_answer(invented, PASSAGES, CFG)
+    assert not g.grounded and g.text == "" and len(g.dropped) == 1
+    mixed = ground_answer(f"Run the tests with make test [2]. {invented}", PASSAGES, CFG)
+    assert mixed.text == "Run the tests with make test [2]." and len(mixed.dropped) == 1
+
+
+def test_uncited_or_miscited_sentence_gets_the_passage_that_holds_it():
+    g = ground_answer("Run the tests with make test.", PASSAGES, CFG)
+    assert g.text == "Run the tests with make test. [2]"
+    wrong = ground_answer("Qdrant local mode keeps the collection on disk [1].", PASSAGES, CFG)
+    assert wrong.text == "Qdrant local mode keeps the collection on disk. [3]"
+    strict = ground_answer("Run the tests with make test.", PASSAGES,
+                           GroundingConfig(attribute_uncited=False))
+    assert not strict.grounded
+
+
+def test_a_number_the_passage_does_not_state_is_unsupported():
+    ok = ground_answer("The embedder waits at most 5 ms for more texts [1].", PASSAGES, CFG)
+    assert ok.grounded
+    bad = ground_answer("The embedder waits at most 50 ms for more texts [1].", PASSAGES, CFG)
+    assert not bad.grounded
+
+
+def test_a_claimless_sentence_needs_a_citation():
+    assert ground_answer("Yes [2].", PASSAGES, CFG).grounded
+    assert not ground_answer("Yes.", PASSAGES, CFG).grounded
+
+
+def test_the_gate_releases_only_whole_checked_sentences():
+    gate = SentenceGate(PASSAGES, CFG)
+    shown = []
+    for piece in ["Run the tests ", "with make test.", " [2", "] It was ", "invented by ",
+                  "wizards in 1066. ", "Qdrant local mode keeps ", "the collection on disk"]:
+        shown.append(gate.feed(piece))
+    shown.append(gate.flush())
+    assert shown[:3] == ["", "", ""]  # nothing before the sentence and its marker are complete
+    assert "".join(shown) == gate.verdict().text == (
+        "Run the tests with make test. [2] Qdrant local mode keeps the collection on disk [3]")
+    assert len(gate.verdict().dropped) == 1
+
+
+class ScriptedModel(TiktokenBudgeting):
+    """A model backend that answers with a fixed text, streamed in small pieces (the logic
+    under test is the chain's; the model's wording is the input)."""
+
+    name = "scripted-model"
+
+    def __init__(self, text: str) -> None:
+        self.config = GeneratorConfig(backend=ExtractiveGeneratorConfig(), max_tokens_cap=64,
+                                     default_max_tokens=64)
+        self.text = text
+
+    def health(self) -> dict:
+        return {}
+
+    def _result(self, request: GenerationRequest) -> GenerationResult:
+        plan = self.plan(request)
+        return plan.result(self.text, backend=self.name,
+                           usage=plan.usage(plan.prompt_tokens, len(self.text.split())))
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        return self._result(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        for i in range(0, len(self.text), 7):
+            yield {"delta": self.text[i:i + 7]}
+        yield {"result": self._result(request)}
+
+
+def chain(text: str, grounding: bool = True) -> FallbackGenerator:
+    config = GeneratorConfig(backend=ExtractiveGeneratorConfig(), max_tokens_cap=64, default_max_tokens=64,
+                             grounding=GroundingConfig(enabled=grounding))
+    fallback = ExtractiveGenerator(config)
+    gen = FallbackGenerator.from_backends(config, [ScriptedModel(text)],
+                                          grounded_fallback=fallback)
+    gen.warm_up()
+    return gen
+
+
+REQUEST = GenerationRequest(query="How does the embedder batch requests?", passages=PASSAGES)
+
+
+async def both(gen: FallbackGenerator, request: GenerationRequest = REQUEST):
+    whole = await gen.generate(request)
+    deltas, streamed = [], None
+    async for item in gen.stream(request):
+        if "delta" in item:
+            deltas.append(item["delta"])
+        else:
+            streamed = item["result"]
+    return whole, "".join(deltas), streamed
+
+
+async def test_an_invented_answer_is_replaced_by_cited_passage_sentences_in_both_modes():
+    whole, shown, streamed = await both(chain(
+        "PyTorch's embedding_onnx function trains the racket model until it finishes."))
+    assert whole.backend == streamed.backend == "extractive"
+    assert whole.text == streamed.text == shown and whole.cited == [1]
+    assert "serve.batch" in whole.text
+    assert [(a.backend, a.outcome) for a in whole.attempts] == [
+        ("scripted-model", "ungrounded"), ("extractive", "ok")]
+    assert "not supported" in whole.attempts[0].reason
+    assert whole.usage.completion_tokens > 0  # what the model spent is still counted
+
+
+async def test_a_partly_supported_answer_keeps_its_supported_sentences_in_both_modes():
+    whole, shown, streamed = await both(chain(
+        "The embedder groups concurrent requests into one model call. It was written in "
+        "Fortran by NASA in 1969. Run the tests with make test [2]."))
+    assert whole.text == streamed.text == shown == (
+        "The embedder groups concurrent requests into one model call. [1] "
+        "Run the tests with make test [2].")
+    assert whole.cited == streamed.cited == [1, 2]
+    assert whole.unsupported_sentences == streamed.unsupported_sentences == 1
+    assert [a.outcome for a in whole.attempts] == ["ok"]
+
+
+async def test_grounding_off_serves_the_model_text_as_it_is():
+    text = "It was written in Fortran by NASA in 1969."
+    whole, shown, streamed = await both(chain(text, grounding=False))
+    assert whole.text == streamed.text == shown == text
+
+
+async def test_nothing_relevant_indexed_gives_i_do_not_know_uncited():
+    request = GenerationRequest(query="What is the capital of Peru?", passages=PASSAGES)
+    whole, shown, streamed = await both(chain("The capital of Peru is Lima."), request)
+    assert whole.text == streamed.text == shown == NO_PASSAGES_ANSWER
+    assert whole.cited == []
+
+
+async def test_max_tokens_above_the_cap_is_reduced_with_a_warning():
+    request = REQUEST.model_copy(update={"max_tokens": 500})
+    whole, _, streamed = await both(chain("Run the tests with make test [2]."), request)
+    assert whole.warnings == streamed.warnings == [
+        "max_tokens 500 reduced to this service's cap of 64"]
+    assert (await chain("x").generate(REQUEST)).warnings == []
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+async def test_an_empty_model_answer_is_not_grounded(text):
+    whole = await chain(text).generate(REQUEST)
+    assert whole.backend == "extractive" and whole.attempts[0].outcome == "ungrounded"
+
+
+# ---------------------------------------------------------------- through the pipeline
+
+
+async def test_streamed_and_whole_responses_agree_through_the_pipeline():
+    from ragserve.generation.in_process import InProcessGenerator
+    from ragserve.pipeline import RAGPipeline, StageSet
+    from ragserve.schemas import IngestRequest, QueryRequest
+    from tests.fakes import FakeEmbedder, FakeReranker, MemoryRetriever
+
+    for text in ("The embedder groups concurrent requests into one model call. It was written "
+                 "in Fortran by NASA in 1969.",
+                 "PyTorch's embedding_onnx function trains the racket model."):
+        p = RAGPipeline(StageSet(embedder=FakeEmbedder(), retriever=MemoryRetriever(),
+                                 reranker=FakeReranker(),
+                                 generator=InProcessGenerator(chain(text))))
+        await p.startup()
+        await p.ingest(IngestRequest(documents=[{"id": f"d{i}", "text": c.text}
+                                                for i, c in enumerate(PASSAGES)]))
+        req = QueryRequest(query="How does the embedder batch requests?", max_tokens=500)
+        whole = await p.query(req)
+        events = [e async for e in p.query_events(req)]
+        shown = "".join(d["delta"] for e, d in events if e == "token")
+        done = events[-1][1]
+        assert shown == done["answer"] == whole.answer
+        assert done["citations"] == [c.model_dump(mode="json") for c in whole.citations]
+        assert done["warnings"] == whole.warnings and done["degraded"] == whole.degraded
+        assert "max_tokens 500 reduced to this service's cap of 64" in whole.warnings
+        assert whole.answer and any(c.cited for c in whole.citations)
+        assert done["timings"]["generate_ms"] > 0 and whole.timings.generate_ms > 0
+    # the invented answer: replaced, flagged, and said so
+    assert whole.degraded and whole.backends.generator == "extractive"
+    assert any("not supported by the passages" in w for w in whole.warnings)
+
+
+# ---------------------------------------------------------------- evidence selection
+
+
+def test_evidence_keeps_the_sentences_that_bear_on_the_question_in_order():
+    from ragserve.generation.prompt import select_evidence
+
+    long = chunk(9, "Intro text here. The embedder batches requests with serve.batch. "
+                    "Unrelated words follow.\nMore filler. Batches wait 5 ms for requests.", 1.0)
+    cut = select_evidence("How does the embedder batch requests?", long, 2)
+    assert cut.text == ("… The embedder batches requests with serve.batch. … "
+                        "Batches wait 5 ms for requests.")
+    assert cut.chunk_id == long.chunk_id
+    assert select_evidence("anything", PASSAGES[0], 2) is PASSAGES[0]  # short: as it is
+
+
+async def test_the_model_sees_selected_sentences_and_the_response_cites_the_whole_passage():
+    from ragserve.config import EvidenceConfig
+
+    long = chunk(9, "The embedder batches requests with serve.batch. Chapter two covers the "
+                    "history of the lighthouse keepers.", 1.0)
+    request = REQUEST.model_copy(update={"passages": [long, *PASSAGES]})
+    model = ScriptedModel("The embedder batches requests with serve.batch [1].")
+    model.config = model.config.model_copy(update={"evidence": EvidenceConfig(
+        sentences_per_passage=1)})
+    plan = model.plan(request)
+    assert plan.passages[0].text == "The embedder batches requests with serve.batch. …"
+    assert "lighthouse" not in plan.messages[-1]["content"]
+    model.config = model.config.model_copy(update={"evidence": EvidenceConfig()})
+    assert "lighthouse" in model.plan(request).messages[-1]["content"]
+
+
+# ---------------------------------------------------------------- extractive over Markdown
+
+
+def test_extractive_sentences_skip_code_tables_and_headings():
+    from ragserve.generation.extractive import split_sentences
+
+    doc = ("## Running\n\nRun the tests with make test. It installs what is missing.\n"
+           "```bash\nmake test   # the whole suite\n```\n| a | b |\n|---|---|\n"
+           "- Each stage scales on its own.\n    indented code line\n")
+    assert split_sentences(doc) == ["Run the tests with make test.",
+                                    "It installs what is missing.",
+                                    "Each stage scales on its own."]
+
+
+async def test_one_shared_common_word_is_not_relevance():
+    gen = ExtractiveGenerator(ExtractiveGeneratorConfig())
+    gen.warm_up()
+    far = await gen.generate(GenerationRequest(
+        query="What is the capital of Australia and its population?", passages=PASSAGES))
+    assert far.text == NO_PASSAGES_ANSWER and far.cited == []
+    near = await gen.generate(GenerationRequest(query="How do I run the tests?",
+                                                passages=PASSAGES))
+    assert near.cited == [2] and "make test" in near.text
