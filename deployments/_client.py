@@ -11,13 +11,19 @@ or a notebook builds the graph in the driver, which keeps Serve's default (Ray a
 that ``.result()`` works there), while ``serve run``/``serve deploy`` build it inside the
 cluster. The client re-applies the transport of the replica it runs in, so the ingress calls
 its stages over gRPC in throughput mode however the graph was started (``graphs/serve_env.py``).
+
+A call that reaches a replica which has just died (its node lost, its process killed) is sent
+once more: Serve's router drops a dead replica on ``ActorDiedError`` and probes an unreachable
+one again on ``ActorUnavailableError``, so the second try goes to a live replica. Every stage
+method is safe to repeat (reads, and writes that replace by document id); a stream is tried
+again only if it had yielded nothing. The pipeline's per-stage timeout bounds both tries.
 """
 
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
 from ray.serve.handle import DeploymentHandle
 
@@ -51,6 +57,15 @@ def _unwrap(exc: BaseException, stage: str) -> BaseException:
                                  details={"stage": stage})
 
 
+REPLICA_LOST = (RayActorError, ActorUnavailableError)
+"""What a call to a replica that is gone raises (``ActorDiedError`` is a ``RayActorError``)."""
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    return isinstance(exc, REPLICA_LOST) or isinstance(cause, REPLICA_LOST)
+
+
 class StageClient:
     """Calls one stage's deployment; every role's client adds its methods on ``_call``."""
 
@@ -63,7 +78,7 @@ class StageClient:
         if tracing.enabled():  # the W3C context rides along; the replica's wrapper takes it
             return await self._traced_call(method, *args, **kwargs)
         try:
-            return await getattr(self._handle, method).remote(*args, **kwargs)
+            return await self._remote(method, args, kwargs)
         except Exception as exc:
             raise _unwrap(exc, self.stage) from exc
 
@@ -71,10 +86,19 @@ class StageClient:
         with tracing.span(f"call {self.stage}.{method}", kind=tracing.SpanKind.CLIENT,
                           attributes={"ragserve.stage": self.stage}):
             try:
-                return await getattr(self._handle, method).remote(
-                    *args, **kwargs, _otel=tracing.inject())
+                return await self._remote(method, args, {**kwargs, "_otel": tracing.inject()})
             except Exception as exc:
                 raise _unwrap(exc, self.stage) from exc
+
+    async def _remote(self, method: str, args: tuple, kwargs: dict) -> Any:
+        """One call; once more when the replica it reached was lost."""
+        try:
+            return await getattr(self._handle, method).remote(*args, **kwargs)
+        except Exception as exc:
+            if not _replica_lost(exc):
+                raise
+            tracing.event("replica lost, tried again", {"ragserve.stage": self.stage})
+            return await getattr(self._handle, method).remote(*args, **kwargs)
 
     async def health(self) -> dict:
         return await self._call("health")
@@ -144,10 +168,19 @@ class GeneratorClient(StageClient):
                 yield item
 
     async def _stream(self, request: GenerationRequest, **carrier: Any) -> AsyncIterator[dict]:
+        yielded = False
         try:
-            gen = self._handle.options(stream=True).stream.remote(request, **carrier)
-            async for item in gen:
-                yield item
+            try:
+                async for item in self._handle.options(stream=True).stream.remote(
+                        request, **carrier):
+                    yielded = True
+                    yield item
+            except Exception as exc:
+                if yielded or not _replica_lost(exc):
+                    raise
+                async for item in self._handle.options(stream=True).stream.remote(
+                        request, **carrier):
+                    yield item
         except Exception as exc:
             raise _unwrap(exc, self.stage) from exc
 

@@ -22,7 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ragserve.config import TracingConfig
 
-__all__ = ["configure_tracing", "enabled", "tracer", "span", "inject", "extract",
+__all__ = ["configure_tracing", "enabled", "tracer", "span", "event", "inject", "extract",
            "current_trace_id", "current_span_context", "links", "shutdown_tracing",
            "SpanKind", "Status", "StatusCode"]
 
@@ -91,6 +91,12 @@ def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Any = None,
                                        attributes=attributes, links=list(span_links),
                                        record_exception=True, set_status_on_exception=True) as s:
         yield s
+
+
+def event(name: str, attributes: dict[str, Any] | None = None) -> None:
+    """An event on the current span (nothing while tracing is off or no span records)."""
+    if _enabled:
+        trace.get_current_span().add_event(name, attributes or {})
 
 
 def inject() -> dict[str, str] | None:
