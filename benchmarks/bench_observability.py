@@ -5,20 +5,27 @@ on and tracing at its default sampling, and with every request traced, in one ru
 
 ``configs/local.yaml``'s graph without a generator (``build_search_app``; the query cache off so
 every request runs the stages), this project's docs ingested, spans exported over OTLP/HTTP to a
-local receiver that accepts and drops them. The three settings are deployed in turn, round after
-round (A B C A B C …), so the machine's drift hits them alike; each load runs ``--clients``
-concurrent clients for ``--seconds``. Figures: req/s, p50, p95 (ms) per setting (median over
-rounds), and each setting against "off".
+local receiver that counts them. The three settings are deployed in turn, round after round
+(A B C A B C …), so the machine's drift hits them alike; each load runs ``--clients``
+concurrent clients for ``--seconds``. Figures per setting and round: req/s, p50, p95 (ms), the
+spans exported per request, and the CPU time per request of each process (the ingress, each
+stage replica, Serve's proxy and controller, and this process — the load and the receiver).
+The summary gives each setting against "off" two ways: the medians over rounds compared, and
+the median of the per-round ratios (each round's pair ran minutes apart, so this one is the
+stricter).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
 import threading
+import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,10 +39,21 @@ from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port  # noqa: E402
 
 class _Sink(BaseHTTPRequestHandler):
     received = 0
+    spans: Counter = Counter()  # span name -> count since the last reset
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
         _Sink.received += 1
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(body)
+        for resource in export.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    _Sink.spans[span.name] += 1
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
@@ -53,6 +71,38 @@ def settings(endpoint: str) -> dict[str, dict]:
         "on, 100% traced": {"metrics": {"enabled": True},
                             "tracing": {**tracing, "sampling_ratio": 1.0}},
     }
+
+
+_PROCESSES = ("Ingress", "Embedder", "Retriever", "Reranker", "ProxyActor", "ServeController",
+              "haproxy", "raylet", "gcs_server")
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (component, user + system CPU seconds) of this process and Ray's."""
+    import psutil
+
+    me = os.getpid()
+    out: dict[int, tuple[str, float]] = {}
+    for proc in psutil.process_iter():
+        try:
+            cmd = " ".join(proc.cmdline())
+            name = "this (load, receiver)" if proc.pid == me else next(
+                (n for n in _PROCESSES if n in cmd), None)
+            if name is not None:
+                t = proc.cpu_times()
+                out[proc.pid] = (name, t.user + t.system)
+        except Exception:  # gone, or not ours to read
+            pass
+    return out
+
+
+def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """CPU ms per request by component (processes alive across the load)."""
+    per: Counter = Counter()
+    for pid, (name, t) in after.items():
+        if pid in before:
+            per[name] += t - before[pid][1]
+    return {name: round(v / max(requests, 1) * 1000, 3) for name, v in per.most_common()}
 
 
 def main() -> int:
@@ -95,12 +145,22 @@ def main() -> int:
                         c.post("/v1/documents",
                                json={"documents": docs[i:i + 32]}).raise_for_status()
                 asyncio.run(load(url, "/v1/search", list(QUESTIONS), 4, 3, {}))  # warm up
+                time.sleep(1.0)  # the warm-up's spans leave (500 ms export schedule)
+                _Sink.spans.clear()
+                before = cpu_seconds()
                 res = asyncio.run(load(url, "/v1/search", list(QUESTIONS), args.clients,
                                        args.seconds, {}))
+                after = cpu_seconds()
+                serve.delete("ragserve")  # replicas flush their spans as they stop
+                res["cpu_ms"] = cpu_per_request(before, after, res["n"])
+                res["spans"] = {k: round(v / res["n"], 2) for k, v in _Sink.spans.items()}
                 results[name].append(res)
+                cpu = res["cpu_ms"]
                 print(f"round {r + 1} {name:22s} {res['rps']:7.1f} req/s  p50 {res['p50']:6.1f}"
-                      f"  p95 {res['p95']:6.1f} ms  errors {res['errors']}", flush=True)
-                serve.delete("ragserve")
+                      f"  p95 {res['p95']:6.1f} ms  errors {res['errors']}  CPU/request "
+                      f"{sum(cpu.values()):.2f} ms ("
+                      + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:4])
+                      + f")  spans/request {sum(res['spans'].values()):.2f}", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -109,15 +169,28 @@ def main() -> int:
     def med(name: str, key: str) -> float:
         return statistics.median(x[key] for x in results[name])
 
+    def paired(name: str, key: str) -> float:
+        return statistics.median(x[key] / o[key] - 1
+                                 for x, o in zip(results[name], results["off"]))
+
+    def cpu(name: str) -> float:
+        return statistics.median(sum(x["cpu_ms"].values()) for x in results[name])
+
     print(f"\n/v1/search, {args.clients} clients, {args.seconds:g} s x {args.rounds} rounds "
           f"(median); {_Sink.received} span exports received:")
     for name in results:
         line = (f"{name:22s} {med(name, 'rps'):7.1f} req/s  p50 {med(name, 'p50'):6.1f}  "
-                f"p95 {med(name, 'p95'):6.1f} ms")
+                f"p95 {med(name, 'p95'):6.1f} ms  CPU/request {cpu(name):.2f} ms")
         if name != "off":
-            line += (f"   vs off: req/s {med(name, 'rps') / med('off', 'rps') - 1:+.1%}, "
+            line += (f"\n    vs off, medians: req/s {med(name, 'rps') / med('off', 'rps') - 1:+.1%}, "
                      f"p50 {med(name, 'p50') / med('off', 'p50') - 1:+.1%}, "
-                     f"p95 {med(name, 'p95') / med('off', 'p95') - 1:+.1%}")
+                     f"p95 {med(name, 'p95') / med('off', 'p95') - 1:+.1%}, "
+                     f"CPU/request {cpu(name) / cpu('off') - 1:+.1%}"
+                     f"\n    vs off, median of per-round ratios: req/s {paired(name, 'rps'):+.1%}, "
+                     f"p50 {paired(name, 'p50'):+.1%}, p95 {paired(name, 'p95'):+.1%}")
+            spans = results[name][-1]["spans"]
+            line += "\n    spans per request (last round): " + ", ".join(
+                f"{k} {v}" for k, v in sorted(spans.items()) if v >= 0.05)
         print(line)
     return 0
 

@@ -33,9 +33,10 @@ class BatchingMixin:
             # every request it serves, and the batch size is measured here, once per batch.
             recorder().observe("ragserve_batch_size", len(packed), stage=stage)
             items = [item for item, _ in packed]
-            if not tracing.enabled():
+            sampled = [c for _, c in packed if c is not None]
+            if not sampled:  # tracing off, or no request in the batch is sampled
                 return await handler(items)
-            with tracing.span(f"{stage}.batch", span_links=tracing.links([c for _, c in packed]),
+            with tracing.span(f"{stage}.batch", span_links=tracing.links(sampled),
                               attributes={"ragserve.stage": stage,
                                           "ragserve.batch_size": len(packed)}):
                 return await handler(items)

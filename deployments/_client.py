@@ -75,7 +75,7 @@ class StageClient:
         self.stage = stage
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if tracing.enabled():  # the W3C context rides along; the replica's wrapper takes it
+        if tracing.recording():  # the W3C context rides along; the replica's wrapper takes it
             return await self._traced_call(method, *args, **kwargs)
         try:
             return await self._remote(method, args, kwargs)
@@ -158,7 +158,7 @@ class GeneratorClient(StageClient):
         return await self._call("generate", request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
-        if not tracing.enabled():
+        if not tracing.recording():
             async for item in self._stream(request):
                 yield item
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from contextlib import nullcontext
 from typing import Any
 
 from deployments._metrics import recorder, use_ray_metrics
@@ -116,19 +117,27 @@ def _breakers(self: Any) -> None:
         pass
 
 
+def _server_span(stage: str, name: str, carrier: dict | None) -> Any:
+    """The call's span under the caller's context; none when the caller sent no carrier
+    (tracing off, or a request that is not sampled: nothing under it would be exported)."""
+    if carrier is None:
+        return nullcontext(None)
+    return tracing.span(f"{stage}.{name}", kind=tracing.SpanKind.SERVER,
+                        parent=tracing.extract(carrier))
+
+
 def _wrap(stage: str, name: str, fn: Any) -> Any:
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def agen(self, *args, _otel: dict | None = None, **kwargs):
-            with tracing.span(f"{stage}.{name}", kind=tracing.SpanKind.SERVER,
-                              parent=tracing.extract(_otel)) as span:
+            with _server_span(stage, name, _otel) as span:
                 last = None
                 n = 0
                 async for item in fn(self, *args, **kwargs):
                     n += 1
                     last = item
                     yield item
-                if tracing.enabled():
+                if span is not None and span.is_recording():
                     span.set_attribute("ragserve.stage", stage)
                     span.set_attribute("ragserve.stream_items", n)
                     result = last.get("result") if isinstance(last, dict) else None
@@ -142,14 +151,10 @@ def _wrap(stage: str, name: str, fn: Any) -> Any:
     async def call(self, *args, _otel: dict | None = None, **kwargs):
         rec = recorder()
         try:
-            if _otel is None:  # tracing off, or a caller without a trace: no span at all
+            with _server_span(stage, name, _otel) as span:
                 result = await fn(self, *args, **kwargs)
-            else:
-                with tracing.span(f"{stage}.{name}", kind=tracing.SpanKind.SERVER,
-                                  parent=tracing.extract(_otel)) as span:
-                    result = await fn(self, *args, **kwargs)
-                    if span.is_recording():
-                        _annotate(span, stage, name, self, args, kwargs, result)
+                if span is not None and span.is_recording():
+                    _annotate(span, stage, name, self, args, kwargs, result)
         except BaseException:
             rec.inc("ragserve_stage_calls_total", stage=stage, method=name, outcome="error")
             if stage == "generator":

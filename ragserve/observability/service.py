@@ -124,7 +124,7 @@ class HttpObserver:
             if self.config.tenant_label:
                 rec.inc("ragserve_tenant_requests_total",
                         tenant=self.tenants(notes.tenant or notes.principal))
-            if tracing.enabled():
+            if span.is_recording():
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)

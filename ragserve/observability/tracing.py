@@ -6,7 +6,9 @@ the global one) exporting over OTLP/HTTP in the background. The W3C context cros
 calls as a plain ``traceparent`` carrier (``inject``/``extract``): the stage clients send it,
 the replica side (``deployments/_observed.py``) starts its span under it.
 
-While tracing is off every helper is a cheap no-op: ``enabled()`` is a module flag.
+While tracing is off every helper is a cheap no-op: ``enabled()`` is a module flag. While it is
+on, a request that is not sampled makes one span (the ingress's, whose trace id its log record
+carries) and nothing downstream: ``recording()`` is false, so no client span and no carrier.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ragserve.config import TracingConfig
 
-__all__ = ["configure_tracing", "enabled", "tracer", "span", "event", "inject", "extract",
+__all__ = ["configure_tracing", "enabled", "recording", "tracer", "span", "event", "inject", "extract",
            "current_trace_id", "current_span_context", "links", "shutdown_tracing",
            "SpanKind", "Status", "StatusCode"]
 
@@ -72,6 +74,13 @@ def shutdown_tracing() -> None:
 
 def enabled() -> bool:
     return _enabled
+
+
+def recording() -> bool:
+    """Whether the current span is sampled (recorded and exported). Work that only feeds a
+    trace — child spans, carriers for other processes — is skipped when it is not: with the
+    parent-based sampler nothing under an unsampled span would be exported anyway."""
+    return _enabled and trace.get_current_span().is_recording()
 
 
 def tracer() -> trace.Tracer:

@@ -138,3 +138,71 @@ async def test_a_stream_lost_midway_is_not_started_again():
     with pytest.raises(StageUnavailableError):
         await _drain(GeneratorClient(handle, "generator"), GenerationRequest(query="q", passages=[]))
     assert handle.calls == 1  # the client saw "a" already: repeating would repeat it
+
+
+class _Recording:
+    """Tracing on at ``ratio``, spans kept in memory."""
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+
+    def __enter__(self):
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from ragserve.config import TracingConfig
+        from ragserve.observability import tracing
+
+        tracing.configure_tracing(TracingConfig(
+            enabled=True, otlp_endpoint="http://127.0.0.1:9/v1/traces",
+            sampling_ratio=self.ratio), component="test")
+        self.memory = InMemorySpanExporter()
+        tracing._provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        return self
+
+    def __exit__(self, *exc):
+        from ragserve.observability import tracing
+
+        tracing.shutdown_tracing()
+
+    def names(self) -> list[str]:
+        return sorted(s.name for s in self.memory.get_finished_spans())
+
+
+class _Replica:
+    async def embed(self, texts, kind="passage"):
+        return [[1.0] for _ in texts]
+
+
+class _Through:
+    """A handle whose calls reach an instrumented replica in this process, as Serve would
+    deliver them (keyword arguments included)."""
+
+    def __init__(self, replica) -> None:
+        self.replica = replica
+        self.kwargs: list[dict] = []
+        self.embed = self
+
+    def options(self, **kwargs):
+        return self
+
+    async def remote(self, *args, **kwargs):
+        self.kwargs.append(dict(kwargs))
+        return await self.replica.embed(*args, **kwargs)
+
+
+@pytest.mark.parametrize("ratio, spans", [
+    (1.0, ["call embedder.embed", "embedder.embed", "request"]),
+    (0.0, []),  # not sampled: no child span, no carrier, no replica span
+])
+async def test_only_sampled_requests_carry_their_trace_to_the_replicas(ratio, spans):
+    from deployments._client import EmbedderClient
+    from deployments._observed import instrument
+    from ragserve.observability import tracing
+
+    handle = _Through(instrument(_Replica, "embedder")())
+    with _Recording(ratio) as rec:
+        with tracing.span("request", kind=tracing.SpanKind.SERVER):
+            assert await EmbedderClient(handle, "embedder").embed(["a"]) == [[1.0]]
+        assert rec.names() == spans
+    assert ("_otel" in handle.kwargs[0]) is (ratio == 1.0)
