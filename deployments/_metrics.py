@@ -4,16 +4,30 @@ deployment and replica tags added).
 
 Ray's Prometheus export prefixes every name with ``ray_`` and gives a counter its ``_total``
 suffix itself, so ``ragserve_requests_total`` is scraped as ``ray_ragserve_requests_total``.
+
+Cheap on the request path: counter increments are summed in process (``CounterBuffer``) and
+handed to Ray once per series every ``FLUSH_INTERVAL_S`` by a daemon thread — well inside
+Ray's own export interval, so a scrape sees them no later than before. The metric objects are
+``ray.util.metrics`` ones carrying the replica's tags (deployment, replica, application) as
+default tags set once — the series ``ray.serve.metrics`` would make, without its per-call
+lookup of the replica context.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 from typing import Any
 
-from ray.serve import metrics as serve_metrics
+from ray.util import metrics as ray_metrics
 
-from ragserve.observability.metrics import METRICS, MetricSpec, NullRecorder, Recorder
+from ragserve.observability.metrics import (
+    METRICS,
+    CounterBuffer,
+    MetricSpec,
+    NullRecorder,
+    Recorder,
+)
 
 __all__ = ["RayRecorder", "recorder", "exported_name"]
 
@@ -24,13 +38,50 @@ def exported_name(name: str) -> str:
     return f"ray_{name}"
 
 
-class RayRecorder:
-    """One Ray metric object per ragserve metric, made on first use."""
+FLUSH_INTERVAL_S = 1.0
+"""How often summed counter increments go to Ray (its metrics export every few seconds)."""
 
-    def __init__(self) -> None:
+
+def _replica_tags() -> dict[str, str]:
+    """The tags ``ray.serve.metrics`` adds in a replica (none outside one)."""
+    try:
+        from ray.serve import context
+
+        replica = context._get_internal_replica_context()
+    except Exception:
+        replica = None
+    if replica is None:
+        return {}
+    tags = {"deployment": replica.deployment, "replica": replica.replica_tag}
+    if replica.app_name:
+        tags["application"] = replica.app_name
+    return tags
+
+
+class RayRecorder:
+    """One Ray metric object per ragserve metric, made on first use; counters buffered."""
+
+    def __init__(self, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self._metrics: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._specs = {m.name: m for m in METRICS}
+        self._counters = CounterBuffer()
+        self._interval = flush_interval_s
+        self._stopped = threading.Event()
+        threading.Thread(target=self._flush_loop, name="ragserve-metrics", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _flush_loop(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self.flush()
+
+    def flush(self) -> None:
+        """Hands the summed counter increments to Ray now."""
+        self._counters.flush(lambda name, value, labels: self._metric(name).inc(value, tags=labels))
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.flush()
 
     def _metric(self, name: str) -> Any:
         m = self._metrics.get(name)
@@ -42,18 +93,24 @@ class RayRecorder:
 
     @staticmethod
     def _make(spec: MetricSpec) -> Any:
+        tags = _replica_tags()
+        keys = (*tags, *spec.labels)
         if spec.kind == "counter":  # Ray appends "_total" to a counter's name itself
-            return serve_metrics.Counter(spec.name.removesuffix("_total"),
-                                         description=spec.description, tag_keys=spec.labels)
-        if spec.kind == "histogram":
-            return serve_metrics.Histogram(spec.name, description=spec.description,
-                                           boundaries=list(spec.buckets or ()),
-                                           tag_keys=spec.labels)
-        return serve_metrics.Gauge(spec.name, description=spec.description, tag_keys=spec.labels)
+            m = ray_metrics.Counter(spec.name.removesuffix("_total"),
+                                    description=spec.description, tag_keys=keys)
+        elif spec.kind == "histogram":
+            m = ray_metrics.Histogram(spec.name, description=spec.description,
+                                      boundaries=list(spec.buckets or ()), tag_keys=keys)
+        else:
+            m = ray_metrics.Gauge(spec.name, description=spec.description, tag_keys=keys)
+        m.set_default_tags(tags)
+        return m
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         if value:
-            self._metric(name).inc(value, tags=labels)
+            if self._specs[name].kind != "counter":  # a wrong name fails here, not later
+                raise ValueError(f"{name} is a {self._specs[name].kind}, not a counter")
+            self._counters.add(name, value, labels)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._metric(name).observe(value, tags=labels)
@@ -75,5 +132,7 @@ def use_ray_metrics(enabled: bool = True) -> Recorder:
     if enabled and not isinstance(_RECORDER, RayRecorder):
         _RECORDER = RayRecorder()
     elif not enabled:
+        if isinstance(_RECORDER, RayRecorder):
+            _RECORDER.close()
         _RECORDER = NullRecorder()
     return _RECORDER

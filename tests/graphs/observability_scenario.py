@@ -194,6 +194,10 @@ def main(workdir: Path) -> dict:
         present = names()
         report["ragserve_series"] = sorted(n for n in present if "ragserve" in n)
         report["missing_metrics"] = missing(present)
+        # who recorded a series: the replica's tags, as Serve's own metrics carry them
+        search = query('ray_ragserve_requests_total{route="/v1/search"}')
+        report["request_series_labels"] = [r["metric"] for r in
+                                           search.get("data", {}).get("result", [])]
         results = {}
         for p in PANELS:
             for expr, _ in p["targets"]:

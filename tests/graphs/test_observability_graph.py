@@ -35,6 +35,14 @@ def test_every_ragserve_metric_reaches_prometheus(report):
     assert not set(report["missing_metrics"]) - OPTIONAL_METRICS, report["ragserve_series"]
 
 
+def test_ragserve_series_carry_the_replica_that_recorded_them(report):
+    series = report["request_series_labels"]
+    assert series, report["ragserve_series"]
+    for labels in series:  # counters are summed in the replica and handed to Ray each second
+        assert labels["deployment"] == "Ingress" and labels["application"] == "ragserve", labels
+        assert labels["replica"] and labels["status"], labels
+
+
 def test_every_dashboard_and_alert_expression_evaluates(report):
     bad = {e: r for e, r in report["expressions"].items() if r["status"] != "success"}
     assert not bad, bad

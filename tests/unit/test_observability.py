@@ -298,3 +298,48 @@ async def test_handle_calls_are_counted_traced_and_refused_like_http_requests(ca
     records = [r for r in caplog.records if r.name == "ragserve.requests"]
     assert records and records[0].fields["route"] == "handle.search"
     assert "canary-7f3a" not in caplog.text
+
+
+def test_counter_buffer_hands_on_one_sum_per_series():
+    from ragserve.observability.metrics import CounterBuffer
+
+    buf = CounterBuffer()
+    for _ in range(3):
+        buf.add("ragserve_requests_total", 1.0, {"route": "/v1/search", "status": "200"})
+    buf.add("ragserve_requests_total", 1.0, {"route": "/v1/search", "status": "429"})
+    buf.add("ragserve_tokens_total", 120.0, {"direction": "prompt", "backend": "b", "model": "m"})
+    handed: list[tuple] = []
+    assert buf.flush(lambda name, value, labels: handed.append((name, value, labels))) == 3
+    assert sorted(handed, key=str) == sorted([
+        ("ragserve_requests_total", 3.0, {"route": "/v1/search", "status": "200"}),
+        ("ragserve_requests_total", 1.0, {"route": "/v1/search", "status": "429"}),
+        ("ragserve_tokens_total", 120.0, {"direction": "prompt", "backend": "b", "model": "m"}),
+    ], key=str)
+    assert buf.flush(lambda *a: handed.append(a)) == 0  # nothing twice
+
+
+def test_counter_buffer_loses_nothing_under_concurrent_adds_and_survives_a_failing_sink():
+    import threading
+
+    from ragserve.observability.metrics import CounterBuffer
+
+    buf = CounterBuffer()
+    totals: dict[str, float] = {}
+
+    def sink(name, value, labels):
+        if labels["k"] == "refused":
+            raise RuntimeError("backend refused")
+        totals[labels["k"]] = totals.get(labels["k"], 0.0) + value
+
+    def adder():
+        for _ in range(5000):
+            buf.add("c", 1.0, {"k": "a"})
+            buf.add("c", 1.0, {"k": "refused"})
+
+    threads = [threading.Thread(target=adder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        buf.flush(sink)  # flushing while others add
+    buf.flush(sink)
+    assert totals == {"a": 20000.0}
