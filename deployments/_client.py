@@ -16,7 +16,10 @@ A call that reaches a replica which has just died (its node lost, its process ki
 once more: Serve's router drops a dead replica on ``ActorDiedError`` and probes an unreachable
 one again on ``ActorUnavailableError``, so the second try goes to a live replica. Every stage
 method is safe to repeat (reads, and writes that replace by document id); a stream is tried
-again only if it had yielded nothing. The pipeline's per-stage timeout bounds both tries.
+again only if it had yielded nothing. The pipeline's per-stage timeout bounds both tries. The
+error does not say whether the node went or the request itself killed its replica (memory): a
+request that did would take a second replica with it, which the edge's size limits
+(``IngressConfig.limits``) are there to rule out.
 """
 
 from __future__ import annotations
