@@ -9,6 +9,7 @@ document ids or keys. A tenant label is only used through ``CappedLabel``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 __all__ = ["MetricSpec", "METRICS", "Recorder", "NullRecorder", "MemoryRecorder", "CappedLabel",
            "CounterBuffer", "spec", "LATENCY_BUCKETS_S", "BREAKER_STATES"]
+
+_log = logging.getLogger(__name__)
 
 Kind = Literal["counter", "histogram", "gauge"]
 
@@ -171,6 +174,7 @@ class CounterBuffer:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._lock = threading.Lock()
+        self._refused: set[str] = set()
 
     def add(self, name: str, value: float, labels: dict[str, str]) -> None:
         key = (name, tuple(labels.items()))
@@ -179,14 +183,17 @@ class CounterBuffer:
 
     def flush(self, sink: Callable[[str, float, dict[str, str]], None]) -> int:
         """Hands each series' sum to ``sink(name, value, labels)``; returns the series handed.
-        What ``sink`` refuses is dropped (measuring never fails the caller)."""
+        What ``sink`` refuses is dropped (measuring never fails the caller), with a warning
+        the first time each metric is refused, so a wrong label is not lost in silence."""
         with self._lock:
             pending, self._pending = self._pending, {}
         for (name, labels), value in pending.items():
             try:
                 sink(name, value, dict(labels))
-            except Exception:
-                pass
+            except Exception as exc:
+                if name not in self._refused:
+                    self._refused.add(name)
+                    _log.warning("metric %s dropped: %s: %s", name, type(exc).__name__, exc)
         return len(pending)
 
 

@@ -318,7 +318,7 @@ def test_counter_buffer_hands_on_one_sum_per_series():
     assert buf.flush(lambda *a: handed.append(a)) == 0  # nothing twice
 
 
-def test_counter_buffer_loses_nothing_under_concurrent_adds_and_survives_a_failing_sink():
+def test_counter_buffer_loses_nothing_under_concurrent_adds_and_survives_a_failing_sink(caplog):
     import threading
 
     from ragserve.observability.metrics import CounterBuffer
@@ -343,3 +343,5 @@ def test_counter_buffer_loses_nothing_under_concurrent_adds_and_survives_a_faili
         buf.flush(sink)  # flushing while others add
     buf.flush(sink)
     assert totals == {"a": 20000.0}
+    refusals = [r for r in caplog.records if "metric c dropped" in r.getMessage()]
+    assert len(refusals) == 1 and "backend refused" in refusals[0].getMessage()  # once
