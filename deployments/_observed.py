@@ -34,11 +34,14 @@ SKIPPED_METHODS = frozenset({"check_health", "reconfigure"})
 
 
 def _logs_dir() -> str | None:
+    """Serve's log folder of this Ray session; None outside Ray (a test building the class
+    directly), where Serve's helper would name ``./serve`` in the working directory."""
     try:
+        import ray
         from ray.serve._private.logging_utils import get_serve_logs_dir
 
-        return get_serve_logs_dir()
-    except Exception:  # outside Ray (a test building the class directly)
+        return get_serve_logs_dir() if ray.is_initialized() else None
+    except Exception:
         return None
 
 
