@@ -1,18 +1,23 @@
 """What metrics and tracing cost on ``/v1/search``: the same build with both off, with metrics
 on and tracing at its default sampling, and with every request traced, in one run.
 
-    .venv/bin/python benchmarks/bench_observability.py [--seconds 20] [--rounds 2] [--clients 16]
+    .venv/bin/python benchmarks/bench_observability.py [--seconds 5] [--rounds 12] [--clients 16]
 
 ``configs/local.yaml``'s graph without a generator (``build_search_app``; the query cache off so
-every request runs the stages), this project's docs ingested, spans exported over OTLP/HTTP to a
-local receiver that counts them. The three settings are deployed in turn, round after round
-(A B C A B C …), so the machine's drift hits them alike; each load runs ``--clients``
-concurrent clients for ``--seconds``. Figures per setting and round: req/s, p50, p95 (ms), the
-spans exported per request, and the CPU time per request of each process (the ingress, each
-stage replica, Serve's proxy and controller, and this process — the load and the receiver).
-The summary gives each setting against "off" two ways: the medians over rounds compared, and
-the median of the per-round ratios (each round's pair ran minutes apart, so this one is the
-stricter).
+every request runs the stages), deployed three times side by side, one application per setting
+(``/off``, ``/default``, ``/traced``), each with this project's docs ingested; spans are
+exported over OTLP/HTTP to a local receiver (each setting under its own ``service.name``).
+The load (``--clients`` concurrent clients) then visits the settings in turn for ``--seconds``
+each, round after round, the order rotated every round: a pair compared is seconds apart, not
+minutes, and no setting is always first. (This machine's speed drifts by 1.3-2x within minutes;
+redeploying a setting per round, as this benchmark did before 2026-12-03, measured the drift as
+much as the setting.)
+
+Figures per setting and round: req/s, p50, p95 (ms), and the CPU time per request of the
+processes that serve it (its application's replicas, Serve's proxy, haproxy and controller,
+and this process — the load and the receiver). The summary gives each setting against "off"
+as the median of the per-round ratios with their interquartile range, and the spans exported
+per request.
 """
 
 from __future__ import annotations
@@ -38,47 +43,65 @@ from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port  # noqa: E402
 
 
 class _Sink(BaseHTTPRequestHandler):
+    """The collector's stand-in. A real one runs elsewhere; this one shares the load's cores,
+    so it only keeps each export's bytes while the load runs and decodes them afterwards
+    (``spans``) — decoding ~800 spans/s would otherwise tax the setting it counts."""
+
     received = 0
-    spans: Counter = Counter()  # span name -> count since the last reset
+    bodies: list[bytes] = []  # exports since the last ``spans()``
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        _Sink.bodies.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
         _Sink.received += 1
-        export = ExportTraceServiceRequest()
-        export.ParseFromString(body)
-        for resource in export.resource_spans:
-            for scope in resource.scope_spans:
-                for span in scope.spans:
-                    _Sink.spans[span.name] += 1
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
         self.end_headers()
+
+    @staticmethod
+    def spans() -> Counter:
+        """(service.name, span name) -> count over the exports kept since the last call (then
+        forgotten)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        names: Counter = Counter()
+        bodies, _Sink.bodies = _Sink.bodies, []
+        for body in bodies:
+            export = ExportTraceServiceRequest()
+            export.ParseFromString(body)
+            for resource in export.resource_spans:
+                service = next((a.value.string_value for a in resource.resource.attributes
+                                if a.key == "service.name"), "")
+                for scope in resource.scope_spans:
+                    for span in scope.spans:
+                        names[service, span.name] += 1
+        return names
 
     def log_message(self, *args) -> None:
         pass
 
 
 def settings(endpoint: str) -> dict[str, dict]:
-    tracing = {"enabled": True, "otlp_endpoint": endpoint}
+    """Route prefix -> the application's ``observability`` section."""
+    def traced(ratio: float | None, key: str) -> dict:
+        cfg = {"enabled": True, "otlp_endpoint": endpoint, "service_name": f"ragserve-{key}"}
+        return cfg if ratio is None else {**cfg, "sampling_ratio": ratio}
     return {
         "off": {"metrics": {"enabled": False}, "tracing": {"enabled": False}},
-        "on, default sampling": {"metrics": {"enabled": True}, "tracing": tracing},
-        "on, 100% traced": {"metrics": {"enabled": True},
-                            "tracing": {**tracing, "sampling_ratio": 1.0}},
+        "default": {"metrics": {"enabled": True}, "tracing": traced(None, "default")},
+        "traced": {"metrics": {"enabled": True}, "tracing": traced(1.0, "traced")},
     }
 
 
-_PROCESSES = ("Ingress", "Embedder", "Retriever", "Reranker", "ProxyActor", "ServeController",
-              "haproxy", "raylet", "gcs_server")
+LABELS = {"off": "off", "default": "on, default sampling", "traced": "on, 100% traced"}
+_SHARED = ("ProxyActor", "ServeController", "haproxy", "raylet", "gcs_server")
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """pid -> (component, user + system CPU seconds) of this process and Ray's."""
+def cpu_seconds(app: str) -> dict[int, tuple[str, float]]:
+    """pid -> (component, user + system CPU seconds) of the processes serving ``app``: its
+    replicas, Serve's and Ray's shared processes, and this one (the load, the receiver)."""
     import psutil
 
     me = os.getpid()
@@ -86,8 +109,12 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     for proc in psutil.process_iter():
         try:
             cmd = " ".join(proc.cmdline())
-            name = "this (load, receiver)" if proc.pid == me else next(
-                (n for n in _PROCESSES if n in cmd), None)
+            if proc.pid == me:
+                name = "this (load, receiver)"
+            elif f"ServeReplica:{app}:" in cmd:
+                name = cmd.split(f"ServeReplica:{app}:", 1)[1].split(".")[0].split()[0]
+            else:
+                name = next((n for n in _SHARED if n in cmd), None)
             if name is not None:
                 t = proc.cpu_times()
                 out[proc.pid] = (name, t.user + t.system)
@@ -105,10 +132,15 @@ def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float
     return {name: round(v / max(requests, 1) * 1000, 3) for name, v in per.most_common()}
 
 
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return q[0], statistics.median(xs), q[2]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=5, help="one setting's load per round")
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--clients", type=int, default=16)
     args = ap.parse_args()
 
@@ -124,73 +156,87 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ragserve-obs-"))
     cfg = yaml.safe_load((ROOT / "configs/local.yaml").read_text())
     base = cfg["applications"][0]["args"]
-    base["retriever"]["config"]["path"] = str(tmp / "qdrant")
     base["ingress"]["config"]["cache"].update({"queries": {"enabled": False}})
     base.pop("generator", None)
     docs = [d.model_dump(mode="json") for d in load_documents(
         [ROOT / "README.md", ROOT / "docs", ROOT / "k8s" / "README.md"], root=ROOT)]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    ray.init(include_dashboard=False, log_to_driver=False, runtime_env=RAY_ENV)
+    # Three applications' replicas reserve three times the CPUs one does: Ray is told of
+    # enough logical CPUs for all of them (only one application is under load at a time).
+    ray.init(num_cpus=3 * (os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+             runtime_env=RAY_ENV)
     serve.start(http_options={"host": "127.0.0.1", "port": port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
-    results: dict[str, list[dict]] = {name: [] for name in settings(endpoint)}
+    setups = settings(endpoint)
+    results: dict[str, list[dict]] = {key: [] for key in setups}
+    spans: Counter = Counter()
     try:
+        for key, observability in setups.items():
+            args_ = {**base, "observability": observability,
+                     "retriever": {**base["retriever"], "config": {
+                         **base["retriever"]["config"], "path": str(tmp / f"qdrant-{key}")}}}
+            serve.run(build_search_app(args_), name=f"obs-{key}", route_prefix=f"/{key}")
+            with httpx.Client(base_url=url, timeout=600) as c:
+                for i in range(0, len(docs), 32):
+                    c.post(f"/{key}/v1/documents",
+                           json={"documents": docs[i:i + 32]}).raise_for_status()
+            asyncio.run(load(url, f"/{key}/v1/search", list(QUESTIONS), 4, 3, {}))  # warm up
+        time.sleep(1.0)  # the warm-ups' spans leave (500 ms export schedule)
+        _Sink.spans()
+        keys = list(setups)
         for r in range(args.rounds):
-            for name, observability in settings(endpoint).items():
-                serve.run(build_search_app({**base, "observability": observability}),
-                          name="ragserve", route_prefix="/")
-                with httpx.Client(base_url=url, timeout=600) as c:
-                    for i in range(0, len(docs), 32):  # unchanged after the first: cheap
-                        c.post("/v1/documents",
-                               json={"documents": docs[i:i + 32]}).raise_for_status()
-                asyncio.run(load(url, "/v1/search", list(QUESTIONS), 4, 3, {}))  # warm up
-                time.sleep(1.0)  # the warm-up's spans leave (500 ms export schedule)
-                _Sink.spans.clear()
-                before = cpu_seconds()
-                res = asyncio.run(load(url, "/v1/search", list(QUESTIONS), args.clients,
-                                       args.seconds, {}))
-                after = cpu_seconds()
-                serve.delete("ragserve")  # replicas flush their spans as they stop
-                res["cpu_ms"] = cpu_per_request(before, after, res["n"])
-                res["spans"] = {k: round(v / res["n"], 2) for k, v in _Sink.spans.items()}
-                results[name].append(res)
+            order = keys[r % len(keys):] + keys[:r % len(keys)]
+            for key in order:
+                before = cpu_seconds(f"obs-{key}")
+                res = asyncio.run(load(url, f"/{key}/v1/search", list(QUESTIONS),
+                                       args.clients, args.seconds, {}))
+                after = cpu_seconds(f"obs-{key}")
+                res["cpu_ms"] = cpu_per_request(before, after, res["n"] + res["errors"])
+                results[key].append(res)
                 cpu = res["cpu_ms"]
-                print(f"round {r + 1} {name:22s} {res['rps']:7.1f} req/s  p50 {res['p50']:6.1f}"
-                      f"  p95 {res['p95']:6.1f} ms  errors {res['errors']}  CPU/request "
-                      f"{sum(cpu.values()):.2f} ms ("
-                      + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:4])
-                      + f")  spans/request {sum(res['spans'].values()):.2f}", flush=True)
+                print(f"round {r + 1:2d} {LABELS[key]:22s} {res['rps']:7.1f} req/s  "
+                      f"p50 {res['p50']:6.1f}  p95 {res['p95']:6.1f} ms  errors {res['errors']}  "
+                      f"CPU/request {sum(cpu.values()):.2f} ms ("
+                      + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:4]) + ")",
+                      flush=True)
+        time.sleep(1.0)
+        spans = _Sink.spans()
     finally:
         serve.shutdown()
         ray.shutdown()
         sink.shutdown()
 
-    def med(name: str, key: str) -> float:
-        return statistics.median(x[key] for x in results[name])
+    def ratios(key: str, metric: str) -> tuple[float, float, float]:
+        if metric == "cpu":
+            pairs = [(sum(x["cpu_ms"].values()), sum(o["cpu_ms"].values()))
+                     for x, o in zip(results[key], results["off"])]
+        else:
+            pairs = [(x[metric], o[metric]) for x, o in zip(results[key], results["off"])]
+        return quartiles([a / b - 1 for a, b in pairs])
 
-    def paired(name: str, key: str) -> float:
-        return statistics.median(x[key] / o[key] - 1
-                                 for x, o in zip(results[name], results["off"]))
+    def med(key: str, metric: str) -> float:
+        if metric == "cpu":
+            return statistics.median(sum(x["cpu_ms"].values()) for x in results[key])
+        return statistics.median(x[metric] for x in results[key])
 
-    def cpu(name: str) -> float:
-        return statistics.median(sum(x["cpu_ms"].values()) for x in results[name])
-
-    print(f"\n/v1/search, {args.clients} clients, {args.seconds:g} s x {args.rounds} rounds "
-          f"(median); {_Sink.received} span exports received:")
-    for name in results:
-        line = (f"{name:22s} {med(name, 'rps'):7.1f} req/s  p50 {med(name, 'p50'):6.1f}  "
-                f"p95 {med(name, 'p95'):6.1f} ms  CPU/request {cpu(name):.2f} ms")
-        if name != "off":
-            line += (f"\n    vs off, medians: req/s {med(name, 'rps') / med('off', 'rps') - 1:+.1%}, "
-                     f"p50 {med(name, 'p50') / med('off', 'p50') - 1:+.1%}, "
-                     f"p95 {med(name, 'p95') / med('off', 'p95') - 1:+.1%}, "
-                     f"CPU/request {cpu(name) / cpu('off') - 1:+.1%}"
-                     f"\n    vs off, median of per-round ratios: req/s {paired(name, 'rps'):+.1%}, "
-                     f"p50 {paired(name, 'p50'):+.1%}, p95 {paired(name, 'p95'):+.1%}")
-            spans = results[name][-1]["spans"]
-            line += "\n    spans per request (last round): " + ", ".join(
-                f"{k} {v}" for k, v in sorted(spans.items()) if v >= 0.05)
+    print(f"\n/v1/search, {args.clients} clients, {args.seconds:g} s per setting x "
+          f"{args.rounds} rounds; {_Sink.received} span exports received")
+    for key in setups:
+        line = (f"{LABELS[key]:22s} median {med(key, 'rps'):7.1f} req/s  p50 {med(key, 'p50'):6.1f}"
+                f"  p95 {med(key, 'p95'):6.1f} ms  CPU/request {med(key, 'cpu'):.2f} ms")
+        if key != "off":
+            line += "\n    vs off, per-round ratios, median [interquartile range]: " + ", ".join(
+                f"{label} {m:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+                for label, metric in (("req/s", "rps"), ("p50", "p50"), ("p95", "p95"),
+                                      ("CPU/request", "cpu"))
+                for lo, m, hi in [ratios(key, metric)])
+            n = sum(x["n"] for x in results[key])
+            mine = {name: v for (service, name), v in spans.items()
+                    if service == f"ragserve-{key}"}
+            line += (f"\n    spans per request: {sum(mine.values()) / max(n, 1):.3f} ("
+                     + ", ".join(f"{k} {v / max(n, 1):.3f}" for k, v in sorted(mine.items())
+                                 if v / max(n, 1) >= 0.005) + ")")
         print(line)
     return 0
 

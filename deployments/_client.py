@@ -20,6 +20,12 @@ again only if it had yielded nothing. The pipeline's per-stage timeout bounds bo
 error does not say whether the node went or the request itself killed its replica (memory): a
 request that did would take a second replica with it, which the edge's size limits
 (``IngressConfig.limits``) are there to rule out.
+
+A sampled request's W3C context rides along as the ``_otel`` keyword, and the replica's span
+(``deployments/_observed.py``) is a child of the caller's current span: no client span of its
+own, so a traced stage call costs one span, not two. The time a call spent between the caller
+and the replica (routing, queueing, transport) is the caller's stage timing (on the ingress
+span) less the replica span's duration.
 """
 
 from __future__ import annotations
@@ -78,20 +84,12 @@ class StageClient:
         self.stage = stage
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if tracing.recording():  # the W3C context rides along; the replica's wrapper takes it
-            return await self._traced_call(method, *args, **kwargs)
+        if tracing.recording():  # the W3C context rides along; the replica's span joins it
+            kwargs["_otel"] = tracing.inject()
         try:
             return await self._remote(method, args, kwargs)
         except Exception as exc:
             raise _unwrap(exc, self.stage) from exc
-
-    async def _traced_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        with tracing.span(f"call {self.stage}.{method}", kind=tracing.SpanKind.CLIENT,
-                          attributes={"ragserve.stage": self.stage}):
-            try:
-                return await self._remote(method, args, {**kwargs, "_otel": tracing.inject()})
-            except Exception as exc:
-                raise _unwrap(exc, self.stage) from exc
 
     async def _remote(self, method: str, args: tuple, kwargs: dict) -> Any:
         """One call; once more when the replica it reached was lost."""
@@ -161,14 +159,9 @@ class GeneratorClient(StageClient):
         return await self._call("generate", request)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
-        if not tracing.recording():
-            async for item in self._stream(request):
-                yield item
-            return
-        with tracing.span(f"call {self.stage}.stream", kind=tracing.SpanKind.CLIENT,
-                          attributes={"ragserve.stage": self.stage}):
-            async for item in self._stream(request, _otel=tracing.inject()):
-                yield item
+        carrier = {"_otel": tracing.inject()} if tracing.recording() else {}
+        async for item in self._stream(request, **carrier):
+            yield item
 
     async def _stream(self, request: GenerationRequest, **carrier: Any) -> AsyncIterator[dict]:
         yielded = False

@@ -220,6 +220,10 @@ class GenerationResult(BaseModel):
     unsupported_sentences: int = Field(
         default=0, description="Sentences of the model's answer dropped as not supported by "
         "the passages (grounding).")
+    first_token_ms: float | None = Field(
+        default=None, description="Milliseconds from the generator's call to the first text of "
+        "the answer it returns; None when the backend cannot tell (a whole completion from a "
+        "server).")
     warnings: list[str] = Field(
         default_factory=list, description="What the generator changed about the request "
         "(e.g. max_tokens reduced to the cap).")
@@ -244,6 +248,10 @@ StageTimings = create_model(
     __doc__="Milliseconds spent in each stage, and in the whole request.",
     **{f"{s.verb}_ms": (float, Field(default=0.0, description=f"In the {s.name}."))
        for s in STAGES},
+    first_token_ms=(float, Field(
+        default=0.0, description="From the request's start to the answer's first text: the "
+        "first streamed token, or for a whole answer when the generator produced it (0: no "
+        "answer generated, or the backend could not tell).")),
     total_ms=(float, Field(default=0.0, description="The whole request, at the ingress.")),
 )
 

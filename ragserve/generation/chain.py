@@ -340,14 +340,17 @@ class FallbackGenerator:
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         members, route = self._plan(request)
-        deadline = self._clock() + self.config.deadline_s
+        started = self._clock()
+        deadline = started + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for i, m in enumerate(members):
             if not self._usable(m, attempts, request):
                 continue
             until = self._share_end(members[i + 1:], deadline)
+            try_started = [started]  # when the last try of ``m`` began
 
             async def call(timeout: float, m: ChainMember = m) -> GenerationResult:
+                try_started[0] = self._clock()
                 if self.config.first_token_timeout_s is not None:
                     return await self._generate_streamed(m, request, timeout)
                 try:
@@ -360,13 +363,18 @@ class FallbackGenerator:
             except _Failed as failed:
                 attempts.append(failed.attempt)
                 continue
+            # The first text's time counts from the chain's start: failed backends included.
+            first = (None if result.first_token_ms is None else round(
+                (try_started[0] - started) * 1000 + result.first_token_ms, 2))
             gate = self._gate(m, request)
             if gate is None:
                 return result.model_copy(update={"attempts": [*attempts, attempt],
-                                                 "route": route})
+                                                 "route": route, "first_token_ms": first})
             gate.feed(result.text)
             gate.flush()
-            return await self._after_gate(gate, result, request, [*attempts, attempt], route)
+            return await self._after_gate(
+                gate, result.model_copy(update={"first_token_ms": first}), request,
+                [*attempts, attempt], route, started)
         raise self._exhausted(attempts)
 
     # ------------------------------------------------------------------ grounding
@@ -384,7 +392,7 @@ class FallbackGenerator:
 
     async def _after_gate(self, gate: SentenceGate, result: GenerationResult,
                           request: GenerationRequest, attempts: list[GenerationAttempt],
-                          route: str | None) -> GenerationResult:
+                          route: str | None, chain_started: float) -> GenerationResult:
         """The checked answer, or (no sentence supported) the grounded fallback's."""
         grounded = gate.verdict()
         if grounded.grounded:
@@ -403,7 +411,9 @@ class FallbackGenerator:
         return fallback.model_copy(update={
             "usage": result.usage,  # what the model spent; the fallback costs no tokens
             "unsupported_sentences": len(grounded.dropped),
-            "attempts": [*before, ungrounded, ok], "route": route})
+            "attempts": [*before, ungrounded, ok], "route": route,
+            # the served text's first words came with the fallback, after the check
+            "first_token_ms": round((self._clock() - chain_started) * 1000, 2)})
 
     async def _generate_streamed(self, m: ChainMember, request: GenerationRequest,
                                  timeout: float) -> GenerationResult:
@@ -418,6 +428,7 @@ class FallbackGenerator:
                 item = await asyncio.wait_for(iterator.__anext__(), first)
             except asyncio.TimeoutError as exc:
                 raise StageTimeoutError(f"{m.name} sent nothing within {first:g}s") from exc
+            first_ms = round((self._clock() - started) * 1000, 2)
             while "result" not in item:
                 left = timeout - (self._clock() - started)
                 try:
@@ -427,7 +438,10 @@ class FallbackGenerator:
                 except asyncio.TimeoutError as exc:
                     raise StageTimeoutError(
                         f"{m.name} did not finish within {timeout:g}s") from exc
-            return item["result"]
+            result: GenerationResult = item["result"]
+            if result.first_token_ms is None:  # the stream's first item is its first text
+                result = result.model_copy(update={"first_token_ms": first_ms})
+            return result
         except StopAsyncIteration as exc:
             raise StageUnavailableError(f"{m.name} ended its stream without a result") from exc
         finally:
@@ -435,7 +449,8 @@ class FallbackGenerator:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
         members, route = self._plan(request)
-        deadline = self._clock() + self.config.deadline_s
+        started = self._clock()
+        deadline = started + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for i, m in enumerate(members):
             if not self._usable(m, attempts, request):
@@ -470,7 +485,7 @@ class FallbackGenerator:
                         if tail:
                             yield {"delta": tail}
                         result = await self._after_gate(gate, item["result"], request,
-                                                        [*attempts, attempt], route)
+                                                        [*attempts, attempt], route, started)
                         if not gate.verdict().grounded and result.text:
                             yield {"delta": result.text}  # nothing was shown: the fallback's
                         item = {"result": result}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
@@ -157,7 +158,10 @@ class ExtractiveGenerator(TiktokenBudgeting):
         return f"{cut}{marker}".strip()
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return self._answer(request)
+        started = time.perf_counter()
+        result = self._answer(request)  # the whole answer at once: its first text too
+        result.first_token_ms = round((time.perf_counter() - started) * 1000, 2)
+        return result
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
         result = self._answer(request)

@@ -231,7 +231,7 @@ class LocalChatGenerator:
         self._require()
         stop = threading.Event()
         future = asyncio.get_running_loop().run_in_executor(
-            None, self._run, request, stop, None
+            None, self._run, request, stop, None, time.perf_counter()
         )
         try:
             return await future
@@ -251,9 +251,11 @@ class LocalChatGenerator:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 stop.set()
 
+        started = time.perf_counter()
+
         def work() -> GenerationResult:
             try:
-                return self._run(request, stop, emit)
+                return self._run(request, stop, emit, started)
             finally:
                 emit(_END)
 
@@ -277,7 +279,10 @@ class LocalChatGenerator:
         request: GenerationRequest,
         stop: threading.Event,
         on_text: Callable[[str], None] | None,
+        started: float,
     ) -> GenerationResult:
+        """The answer; ``started`` (``perf_counter``) is when the caller asked, so the result's
+        ``first_token_ms`` includes waiting for the model's lock."""
         from transformers import TextStreamer
 
         _, tok = self._require()
@@ -292,12 +297,15 @@ class LocalChatGenerator:
                 "-token context window, leaving no room for an answer")
 
         pieces: list[str] = []
+        first: list[float] = []  # when the first text came
 
         class _Collect(TextStreamer):
             """Detokenizes incrementally (whole words, never half a UTF-8 character)."""
 
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 if text:
+                    if not first:
+                        first.append(time.perf_counter())
                     pieces.append(text)
                     if on_text is not None:
                         on_text(text)
@@ -318,7 +326,8 @@ class LocalChatGenerator:
         else:
             finish = "stop"
         return plan.result("".join(pieces), backend=self.name,
-                           usage=plan.usage(prompt_len, len(new_tokens)), finish_reason=finish)
+                           usage=plan.usage(prompt_len, len(new_tokens)), finish_reason=finish,
+                           first_token_ms=round((first[0] - started) * 1000, 2) if first else None)
 
 
 class _EventStop:

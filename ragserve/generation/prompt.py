@@ -89,7 +89,8 @@ class PromptPlan:
         )
 
     def result(
-        self, text: str, *, backend: str, usage: Usage, finish_reason: str = "stop"
+        self, text: str, *, backend: str, usage: Usage, finish_reason: str = "stop",
+        first_token_ms: float | None = None,
     ) -> GenerationResult:
         """The result every backend returns: citations parsed against the kept passages."""
         return GenerationResult(
@@ -101,6 +102,7 @@ class PromptPlan:
             passages_dropped=self.passages_dropped,
             finish_reason=finish_reason,
             warnings=list(self.notes),
+            first_token_ms=first_token_ms,
         )
 
 

@@ -59,7 +59,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Time spent in each stage (embed, retrieve, rerank, generate).", ("stage",),
                LATENCY_BUCKETS_S),
     MetricSpec("ragserve_time_to_first_token_seconds", "histogram",
-               "Streamed answers: request start to the first token.", (), LATENCY_BUCKETS_S),
+               "Request start to the answer's first text (streamed: the first token; whole: when "
+               "the generator produced it).", (), LATENCY_BUCKETS_S),
     MetricSpec("ragserve_tokens_total", "counter",
                "Generated-answer tokens by direction (prompt/completion), backend and model.",
                ("direction", "backend", "model")),

@@ -206,6 +206,9 @@ class ObservedService:
         notes = NOTES.get()
         if notes is not None:
             notes.timings = {k: v for k, v in timings.items() if v}
+        # On a traced request, the stage timings as the pipeline saw them: against each
+        # replica span's duration they show the time spent in between (routing, queues).
+        tracing.annotate({f"ragserve.{k}": v for k, v in timings.items() if v})
         rec.observe("ragserve_results_returned", passages, route=route)
         if passages == 0:
             rec.inc("ragserve_empty_results_total", route=route)
@@ -227,6 +230,9 @@ class ObservedService:
         answered = next((a for a in resp.generation if a.outcome == "ok"), None)
         if answered is not None and answered is not resp.generation[0]:
             rec.inc("ragserve_generation_fallbacks_total", backend=answered.backend)
+        if resp.timings.first_token_ms > 0:  # streamed or whole, as the pipeline saw it
+            rec.observe("ragserve_time_to_first_token_seconds",
+                        resp.timings.first_token_ms / 1000)
         backend = answered.backend if answered else (resp.backends.generator or "none")
         model = resp.backends.generator or backend
         u = resp.usage
@@ -267,14 +273,8 @@ class ObservedService:
     async def query_events(self, req: QueryRequest,
                            **kwargs: Any) -> AsyncIterator[tuple[str, dict]]:
         self._note_query(req.query)
-        start = time.perf_counter()
-        first_token = True
         async for event, data in self.inner.query_events(req, **kwargs):
-            if event == "token" and first_token:
-                first_token = False
-                self.recorder.observe("ragserve_time_to_first_token_seconds",
-                                      time.perf_counter() - start)
-            elif event == "done":
+            if event == "done":
                 try:
                     resp = QueryResponse.model_validate({**data, "citations": []})
                     self._ranked("/v1/query", resp, int(data.get("passages_used", 0)))

@@ -8,7 +8,8 @@ the replica side (``deployments/_observed.py``) starts its span under it.
 
 While tracing is off every helper is a cheap no-op: ``enabled()`` is a module flag. While it is
 on, a request that is not sampled makes one span (the ingress's, whose trace id its log record
-carries) and nothing downstream: ``recording()`` is false, so no client span and no carrier.
+carries) and nothing downstream: ``recording()`` is false, so no carrier and no replica span.
+A sampled one makes the ingress span and one span per stage call, in the stage's replica.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ragserve.config import TracingConfig
 
-__all__ = ["configure_tracing", "enabled", "recording", "tracer", "span", "event", "inject", "extract",
+__all__ = ["configure_tracing", "enabled", "recording", "tracer", "span", "event", "annotate",
+           "inject", "extract",
            "current_trace_id", "current_span_context", "links", "shutdown_tracing",
            "SpanKind", "Status", "StatusCode"]
 
@@ -106,6 +108,14 @@ def event(name: str, attributes: dict[str, Any] | None = None) -> None:
     """An event on the current span (nothing while tracing is off or no span records)."""
     if _enabled:
         trace.get_current_span().add_event(name, attributes or {})
+
+
+def annotate(attributes: dict[str, Any]) -> None:
+    """Attributes on the current span, when it records (nothing otherwise)."""
+    if _enabled:
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.set_attributes(attributes)
 
 
 def inject() -> dict[str, str] | None:

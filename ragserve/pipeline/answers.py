@@ -66,11 +66,15 @@ class AnswerCore:
                 if stream:
                     async for item in self.generator.stream(gen_req):
                         if "delta" in item:
+                            watch.first_token()
                             yield "token", item["delta"]
                         elif "result" in item:
                             result = item["result"]
                 else:
+                    asked = watch.elapsed_ms()
                     result = await self.caller.call(self.name, self.generator.generate(gen_req))
+                    if result.first_token_ms is not None:  # the generator's own clock
+                        watch.timings.first_token_ms = round(asked + result.first_token_ms, 2)
             except InvalidRequestError:
                 raise
             except RagServeError as exc:

@@ -60,6 +60,14 @@ class Stopwatch:
         finally:
             setattr(self.timings, f"{stage(name).verb}_ms", _ms_since(t))
 
+    def elapsed_ms(self) -> float:
+        return _ms_since(self.start)
+
+    def first_token(self) -> None:
+        """Marks the answer's first text (once): ``first_token_ms`` from the watch's start."""
+        if not self.timings.first_token_ms:
+            self.timings.first_token_ms = _ms_since(self.start)
+
     def finish(self) -> BaseModel:
         self.timings.total_ms = _ms_since(self.start)
         return self.timings

@@ -192,7 +192,7 @@ class _Through:
 
 
 @pytest.mark.parametrize("ratio, spans", [
-    (1.0, ["call embedder.embed", "embedder.embed", "request"]),
+    (1.0, ["embedder.embed", "request"]),  # the replica's span, a child of the caller's
     (0.0, []),  # not sampled: no child span, no carrier, no replica span
 ])
 async def test_only_sampled_requests_carry_their_trace_to_the_replicas(ratio, spans):

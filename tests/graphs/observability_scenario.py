@@ -25,14 +25,22 @@ from tests.conftest import isolated_serve_env, small_app_args, wait_until
 from scripts.local_ray import export_for_ray, free_port
 
 CANARY = "canary-q9z7 what does the embedder batch"
-# recorded only when their event happens: a refusal, a breaker change, a streamed token, a
-# price, a capped tenant label, an error in a stage, a fallback or retry
+# recorded only when their event happens: a refusal, a breaker change, a price, a capped
+# tenant label, an error in a stage, a fallback or retry (time to first token is not among
+# them: whole answers record it too)
 OPTIONAL_METRICS = frozenset({
     "ragserve_auth_denied_total", "ragserve_rate_limited_total",
     "ragserve_tenant_requests_total", "ragserve_generation_cost_total",
     "ragserve_generation_retries_total", "ragserve_generation_fallbacks_total",
-    "ragserve_degraded_total", "ragserve_breaker_state",
-    "ragserve_time_to_first_token_seconds", "ragserve_empty_results_total"})
+    "ragserve_degraded_total", "ragserve_breaker_state", "ragserve_empty_results_total"})
+
+
+def _plain(value) -> object:
+    """An OTLP ``AnyValue`` as the Python value it holds (str, bool, int, float; else text)."""
+    kind = value.WhichOneof("value")
+    if kind in ("string_value", "bool_value", "int_value", "double_value"):
+        return getattr(value, kind)
+    return str(value)
 
 
 class OtlpReceiver:
@@ -60,7 +68,7 @@ class OtlpReceiver:
                                 "span_id": s.span_id.hex(), "parent": s.parent_span_id.hex(),
                                 "component": res.get("ragserve.component"),
                                 "pid": res.get("process.pid"),
-                                "attributes": {a.key: str(a.value) for a in s.attributes},
+                                "attributes": {a.key: _plain(a.value) for a in s.attributes},
                                 "links": len(s.links)})
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")

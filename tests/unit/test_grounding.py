@@ -3,6 +3,7 @@ chain's fallback to cited passage sentences, and streamed and whole answers agre
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
 import pytest
@@ -186,6 +187,48 @@ async def test_max_tokens_above_the_cap_is_reduced_with_a_warning():
 async def test_an_empty_model_answer_is_not_grounded(text):
     whole = await chain(text).generate(REQUEST)
     assert whole.backend == "extractive" and whole.attempts[0].outcome == "ungrounded"
+
+
+class LateModel(ScriptedModel):
+    """Fails ``failures`` times, then answers after ``wait_s``, its first text coming then."""
+
+    def __init__(self, text: str, wait_s: float, failures: int = 0) -> None:
+        super().__init__(text)
+        self.wait_s, self.failures = wait_s, failures
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        await asyncio.sleep(self.wait_s)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the model server went away")
+        return self._result(request).model_copy(update={"first_token_ms": self.wait_s * 1000})
+
+
+def late_chain(model: ScriptedModel) -> FallbackGenerator:
+    config = GeneratorConfig.model_validate({
+        "backend": {"backend": "extractive"}, "max_tokens_cap": 64, "default_max_tokens": 64,
+        "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.01}})
+    gen = FallbackGenerator.from_backends(config, [model],
+                                          grounded_fallback=ExtractiveGenerator(config))
+    gen.warm_up()
+    return gen
+
+
+async def test_a_whole_answer_s_first_text_is_timed_from_the_chain_s_start():
+    supported = "The embedder groups concurrent requests into one model call [1]."
+    answered = await late_chain(LateModel(supported, 0.05)).generate(REQUEST)
+    assert answered.backend == "scripted-model"
+    assert 50 <= answered.first_token_ms < 500
+    # a failed try first: its time counts, the answer's own first text comes after it
+    retried = await late_chain(LateModel(supported, 0.05, failures=1)).generate(REQUEST)
+    assert retried.attempts[-1].tries == 2 and retried.first_token_ms >= 100
+    # an ungrounded answer replaced: the served text came with the fallback, after the model
+    replaced = await late_chain(LateModel("It was written in Fortran by NASA.", 0.05)).generate(
+        REQUEST)
+    assert replaced.backend == "extractive" and replaced.first_token_ms >= 50
+    # the extractive backend alone: its whole answer is its first text
+    alone = await ExtractiveGenerator(late_chain(ScriptedModel("")).config).generate(REQUEST)
+    assert alone.first_token_ms is not None and alone.first_token_ms >= 0
 
 
 # ---------------------------------------------------------------- through the pipeline

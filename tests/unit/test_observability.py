@@ -92,6 +92,29 @@ async def test_a_query_records_route_status_stages_tokens_cost_and_cache(caplog)
     assert "canary" not in out and json.loads(out)["request_id"] == lines[0].request_id
 
 
+async def test_time_to_first_token_is_recorded_for_whole_and_streamed_answers():
+    """The pipeline times the answer's first text either way (a whole answer by the generator's
+    own clock); the metric reads that timing, so both kinds of answer feed it."""
+    from ragserve.config import ExtractiveGeneratorConfig
+    from ragserve.generation.extractive import ExtractiveGenerator
+    from ragserve.schemas import QueryRequest
+
+    rec = MemoryRecorder()
+    p = make(generator=ExtractiveGenerator(ExtractiveGeneratorConfig()))
+    await p.startup()
+    await p.ingest(IngestRequest(documents=[{"id": "a", "text": "Alpha text holds the secrets."},
+                                            {"id": "b", "text": "Beta text holds nothing."}]))
+    service = ObservedService(p, rec, MetricsConfig())
+    whole = (await service.query(QueryRequest(query="which text holds the secrets"))).timings
+    assert whole.embed_ms + whole.retrieve_ms <= whole.first_token_ms <= whole.total_ms
+    events = [e async for e in service.query_events(QueryRequest(query="what does beta hold"))]
+    assert [e for e, _ in events][0] == "meta" and "token" in [e for e, _ in events]
+    streamed = events[-1][1]["timings"]
+    assert 0 < streamed["first_token_ms"] <= streamed["total_ms"]
+    assert rec.values("ragserve_time_to_first_token_seconds") == pytest.approx(
+        [whole.first_token_ms / 1000, streamed["first_token_ms"] / 1000])
+
+
 async def test_empty_results_degraded_answers_and_fallbacks_are_counted():
     rec = MemoryRecorder()
     p = make()
