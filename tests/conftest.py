@@ -26,6 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 from scripts.local_ray import export_for_ray, free_port, isolated_env, stop_haproxy  # noqa: E402
 
 
+def wait_until_routed(base_url: str, path: str = "/healthz", timeout_s: float = 60.0) -> None:
+    """Block until Serve's HTTP side routes ``path`` to the application. ``serve.run`` returns
+    when the replicas are up; the proxy (and HAProxy, in throughput mode) learns the route a
+    moment later — seconds on a loaded machine — and answers 404 until then."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(base_url + path, timeout=5).status_code != 404:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not routed within {timeout_s:g}s")
+        time.sleep(0.2)
+
+
 def isolated_serve_env() -> dict[str, str]:
     """Serve's process-wide settings (``graphs.serve_env``) for one more Ray on this machine:
     its own HAProxy folder and ports, so it never meets another test's or a developer's; what

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from scripts.local_ray import _STATE_BASE, export_for_ray, free_port
-from tests.conftest import isolated_serve_env, small_app_args
+from tests.conftest import isolated_serve_env, small_app_args, wait_until_routed
 
 TAG = secrets.token_hex(4)
 CANARIES = {  # one per kind of user content, so a leak says what leaked
@@ -136,6 +136,7 @@ def main(workdir: Path) -> dict:
                                              "request_log": True}}
         serve.run(build_app(args), name="ragserve", route_prefix="/",
                   logging_config={"log_level": "DEBUG"})
+        wait_until_routed(f"http://127.0.0.1:{http_port}")
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120) as c:
             report["statuses"] = traffic(c, {"documents": DOCUMENTS})
         time.sleep(3)  # replica logs are flushed every 0.5 s

@@ -15,7 +15,7 @@ import ray
 from ray import serve
 
 from graphs.rag import build_search_app
-from tests.conftest import RedisServer, small_app_args, wait_until
+from tests.conftest import RedisServer, small_app_args, wait_until, wait_until_routed
 from tests.corpus import DOCUMENTS, QUESTIONS
 
 pytestmark = pytest.mark.slow
@@ -41,6 +41,7 @@ def app(serve_instance, tmp_path_factory, model_cache):
                        "config": {"cache": {"redis_url": redis.url}}}
     serve.run(build_search_app(args), name=APP, route_prefix=PREFIX)
     wait_until(lambda: len(ingress_replicas()) == 2, timeout_s=120)
+    wait_until_routed(serve_instance + PREFIX)
     client = httpx.Client(base_url=serve_instance + PREFIX, timeout=60)
     assert client.post("/v1/documents", json={"documents": DOCUMENTS}).status_code == 200
     yield client

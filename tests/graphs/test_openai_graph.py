@@ -15,7 +15,7 @@ from ragserve.integrations.langchain import (
     RagServeHandleRetriever,
     RagServeRetriever,
 )
-from tests.conftest import small_app_args
+from tests.conftest import small_app_args, wait_until_routed
 from tests.graphs.answer_checks import assert_local_model_answered_or_was_replaced
 from tests.corpus import DOCUMENTS, QUESTIONS
 
@@ -29,6 +29,7 @@ def graph(serve_instance, tmp_path_factory, model_cache):
     args = small_app_args(tmp_path_factory.mktemp("openai"), model_cache)
     handle = serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     url = serve_instance + PREFIX
+    wait_until_routed(url)
     r = httpx.post(f"{url}/v1/documents", json={"documents": DOCUMENTS}, timeout=300)
     assert r.status_code == 200, r.text
     yield handle, url

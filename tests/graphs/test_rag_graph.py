@@ -7,7 +7,7 @@ import pytest
 from ray import serve
 
 from graphs.rag import build_app
-from tests.conftest import small_app_args
+from tests.conftest import small_app_args, wait_until_routed
 from tests.graphs.answer_checks import assert_local_model_answered_or_was_replaced
 from tests.corpus import DOCUMENTS, QUESTIONS
 
@@ -20,6 +20,7 @@ PREFIX = "/graphtest"
 def rag(serve_instance, tmp_path_factory, model_cache):
     args = small_app_args(tmp_path_factory.mktemp("graph"), model_cache)
     handle = serve.run(build_app(args), name=APP, route_prefix=PREFIX)
+    wait_until_routed(serve_instance + PREFIX)
     client = httpx.Client(base_url=serve_instance + PREFIX, timeout=120)
     ingest = client.post("/v1/documents", json={"documents": DOCUMENTS})
     assert ingest.status_code == 200, ingest.text

@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from graphs.rag import build_app
-from tests.conftest import small_app_args, wait_until
+from tests.conftest import small_app_args, wait_until, wait_until_routed
 from tests.corpus import DOCUMENTS, QUESTIONS
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,7 @@ def app(serve_instance, tmp_path_factory, model_cache):
     # (the offline default) is skipped by the ingress, and killing it would prove nothing.
     args["reranker"] = {**args["reranker"], "config": {"fallback": "lexical_fusion"}}
     serve.run(build_app(args), name=APP, route_prefix=PREFIX)
+    wait_until_routed(serve_instance + PREFIX)
     client = httpx.Client(base_url=serve_instance + PREFIX, timeout=120)
     assert client.post("/v1/documents", json={"documents": DOCUMENTS}).status_code == 200
     yield client
