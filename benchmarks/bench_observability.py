@@ -96,7 +96,8 @@ def settings(endpoint: str) -> dict[str, dict]:
 
 
 LABELS = {"off": "off", "default": "on, default sampling", "traced": "on, 100% traced"}
-_SHARED = ("ProxyActor", "ServeController", "haproxy", "raylet", "gcs_server")
+_SHARED = ("ProxyActor", "ServeController", "haproxy", "raylet", "gcs_server", "DashboardAgent",
+           "dashboard/agent.py", "runtime_env/agent")
 
 
 def cpu_seconds(app: str) -> dict[int, tuple[str, float]]:
@@ -198,7 +199,7 @@ def main() -> int:
                 print(f"round {r + 1:2d} {LABELS[key]:22s} {res['rps']:7.1f} req/s  "
                       f"p50 {res['p50']:6.1f}  p95 {res['p95']:6.1f} ms  errors {res['errors']}  "
                       f"CPU/request {sum(cpu.values()):.2f} ms ("
-                      + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:4]) + ")",
+                      + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:6]) + ")",
                       flush=True)
         time.sleep(1.0)
         spans = _Sink.spans()
