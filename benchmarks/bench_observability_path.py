@@ -27,25 +27,12 @@ import argparse
 import statistics
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.bench_observability import LABELS, _Sink, settings  # noqa: E402
 from benchmarks.common import RAY_ENV, free_port  # noqa: E402
-
-
-class _Sink(BaseHTTPRequestHandler):
-    received = 0
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        _Sink.received += 1
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def run_path(setting: dict, requests: int) -> dict:
@@ -135,32 +122,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--request-cpu-ms", default="6.7,12.9",
+                    help="a /v1/search's whole CPU time (bench_observability.py prints it), "
+                         "to state the added cost as a share of it")
     args = ap.parse_args()
+    whole_ms = [float(x) for x in args.request_cpu_ms.split(",")]
 
     import ray
 
     sink = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
-    tracing = {"enabled": True, "otlp_endpoint": endpoint}
-    settings = {
-        "off": {"metrics": {"enabled": False}, "tracing": {"enabled": False}},
-        "on, default sampling": {"metrics": {"enabled": True}, "tracing": tracing},
-        "on, 100% traced": {"metrics": {"enabled": True},
-                            "tracing": {**tracing, "sampling_ratio": 1.0}},
-    }
+    setups = settings(f"http://127.0.0.1:{sink.server_address[1]}/v1/traces")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, runtime_env=RAY_ENV)
     remote = ray.remote(num_cpus=1, max_calls=1)(run_path)  # a fresh worker each time
-    results: dict[str, list[dict]] = {name: [] for name in settings}
+    results: dict[str, list[dict]] = {key: [] for key in setups}
     try:
         for r in range(args.rounds):
-            names = list(settings)
-            names = names[r % 3:] + names[:r % 3]  # no setting always first
-            for name in names:
-                res = ray.get(remote.remote(settings[name], args.requests))
-                results[name].append(res)
-                print(f"round {r + 1} {name:22s} CPU {res['cpu_us']:7.1f} us/request",
+            keys = list(setups)
+            keys = keys[r % 3:] + keys[:r % 3]  # no setting always first
+            for key in keys:
+                res = ray.get(remote.remote(setups[key], args.requests))
+                results[key].append(res)
+                print(f"round {r + 1} {LABELS[key]:22s} CPU {res['cpu_us']:7.1f} us/request",
                       flush=True)
+            _Sink.bodies = []  # counted, not kept
     finally:
         ray.shutdown()
         sink.shutdown()
@@ -168,12 +153,12 @@ def main() -> int:
     off = statistics.median(x["cpu_us"] for x in results["off"])
     print(f"\nobservability path of one /v1/search, {args.requests} requests x {args.rounds} "
           f"rounds (median CPU per request; {_Sink.received} span exports received)")
-    for name, rows in results.items():
+    for key, rows in results.items():
         med = statistics.median(x["cpu_us"] for x in rows)
-        extra = "" if name == "off" else (
-            f"  -> adds {med - off:6.1f} us/request: {(med - off) / 67:.2f} % of a 6.7 ms "
-            f"/v1/search, {(med - off) / 130:.2f} % of a 13 ms one")
-        print(f"{name:22s} {med:7.1f} us/request{extra}")
+        extra = "" if key == "off" else "  -> adds {:6.1f} us/request: ".format(med - off) + \
+            ", ".join(f"{(med - off) / (ms * 10):.2f} % of a {ms:g} ms /v1/search"
+                      for ms in whole_ms)
+        print(f"{LABELS[key]:22s} {med:7.1f} us/request{extra}")
     return 0
 
 

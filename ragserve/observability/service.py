@@ -208,7 +208,8 @@ class ObservedService:
             notes.timings = {k: v for k, v in timings.items() if v}
         # On a traced request, the stage timings as the pipeline saw them: against each
         # replica span's duration they show the time spent in between (routing, queues).
-        tracing.annotate({f"ragserve.{k}": v for k, v in timings.items() if v})
+        if tracing.recording():
+            tracing.annotate({f"ragserve.{k}": v for k, v in timings.items() if v})
         rec.observe("ragserve_results_returned", passages, route=route)
         if passages == 0:
             rec.inc("ragserve_empty_results_total", route=route)
