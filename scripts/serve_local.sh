@@ -46,7 +46,7 @@ start=$(date +%s)
 serve run "$CONFIG" &
 pid=$!
 
-echo "serve_local: waiting for $URL/readyz (first start converts the bundled LLM once) ..."
+echo "serve_local: waiting for $URL/readyz (first start prepares the bundled LLM once) ..."
 for _ in $(seq 1 600); do
   if ! kill -0 $pid 2>/dev/null; then echo "serve_local: serve run exited" >&2; exit 1; fi
   if curl -fsS -o /dev/null "$URL/readyz" 2>/dev/null; then break; fi

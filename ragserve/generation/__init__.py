@@ -3,6 +3,7 @@ from ragserve.generation.ctranslate2 import CTranslate2Generator
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.factory import build_generator
 from ragserve.generation.in_process import InProcessGenerator
+from ragserve.generation.llamacpp import LlamaCppGenerator
 from ragserve.generation.local import TransformersGenerator, converted_model_dir
 from ragserve.generation.openai_compat import OpenAICompatibleGenerator
 from ragserve.generation.prompt import (
@@ -19,6 +20,7 @@ __all__ = [
     "GeneratorBackend",
     "TransformersGenerator",
     "CTranslate2Generator",
+    "LlamaCppGenerator",
     "OpenAICompatibleGenerator",
     "ExtractiveGenerator",
     "build_generator",

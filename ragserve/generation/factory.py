@@ -12,6 +12,7 @@ from ragserve.generation.base import GeneratorBackend
 from ragserve.generation.chain import FallbackGenerator
 from ragserve.generation.ctranslate2 import CTranslate2Generator
 from ragserve.generation.extractive import ExtractiveGenerator
+from ragserve.generation.llamacpp import LlamaCppGenerator
 from ragserve.generation.local import TransformersGenerator
 from ragserve.generation.openai_compat import OpenAICompatibleGenerator
 
@@ -26,13 +27,15 @@ def build_generator(config: GeneratorConfig) -> GeneratorBackend:
     ``GeneratorDeployment`` does); the OpenAI-compatible and extractive ones only load the
     tiktoken encoding, and the OpenAI client is created lazily inside the event loop that
     first uses it, so calling ``warm_up`` from a worker thread is safe for all of them.
-    (torch, transformers and ctranslate2 are imported inside the local backends' ``warm_up``.)
+    (torch, transformers, ctranslate2 and llama_cpp are imported inside the local backends' ``warm_up``.)
     """
     config = GeneratorConfig.model_validate(config)
     backend = config.backend
     if isinstance(backend, LocalGeneratorConfig):
         if backend.engine == "ctranslate2":
             return CTranslate2Generator(config)
+        if backend.engine == "llamacpp":
+            return LlamaCppGenerator(config)
         return TransformersGenerator(config)
     if isinstance(backend, OpenAIGeneratorConfig):
         return OpenAICompatibleGenerator(config)

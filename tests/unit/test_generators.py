@@ -1,6 +1,6 @@
 """Generator backends against real parts: the extractive answerer, the OpenAI-compatible client
-against a real HTTP server started here, and the bundled SmolLM2 run by transformers and by
-CTranslate2."""
+against a real HTTP server started here, and the bundled SmolLM2 run by transformers, by
+CTranslate2 and by llama.cpp."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -26,12 +27,14 @@ from ragserve.generation import (
     CTranslate2Generator,
     ExtractiveGenerator,
     Generator,
+    LlamaCppGenerator,
     OpenAICompatibleGenerator,
     TransformersGenerator,
     build_generator,
 )
 from ragserve.generation.ctranslate2 import ctranslate2_model_dir
 from ragserve.generation.extractive import NO_PASSAGES_ANSWER
+from ragserve.generation.llamacpp import requantized_dir, tokenizer_cache_dir
 from ragserve.generation.local import LocalChatGenerator, converted_model_dir
 from ragserve.models import resolve_model
 from ragserve.schemas import GenerationRequest, ScoredChunk
@@ -61,6 +64,8 @@ def test_every_backend_satisfies_the_protocol_and_the_factory_picks_it():
         (GeneratorConfig(backend=LocalGeneratorConfig(model="some/model",
                                                       engine="ctranslate2")),
          CTranslate2Generator, "local:some/model"),
+        (GeneratorConfig(backend=LocalGeneratorConfig(model="some/model", engine="llamacpp")),
+         LlamaCppGenerator, "local:some/model"),
     ]
     for cfg, cls, name in cases:
         gen = build_generator(cfg)
@@ -373,10 +378,26 @@ def ct2_gen(local_gen, generator_cache):
     return gen, config, generator_cache
 
 
-@pytest.fixture(scope="module", params=["transformers", "ctranslate2"])
+@pytest.fixture(scope="module")
+def llama_gen(generator_cache):
+    """SmolLM2's GGUF run by llama.cpp as it is (its tokenizer cached on the first start)."""
+    config = GeneratorConfig(
+        backend=LocalGeneratorConfig(cache_dir=str(generator_cache), torch_threads=2,
+                                     engine="llamacpp"),
+        default_max_tokens=16, max_tokens_cap=256,
+    )
+    gen = LlamaCppGenerator(config)
+    start = time.perf_counter()
+    gen.warm_up()
+    print(f"\nSmolLM2 GGUF in llama.cpp, first load: {time.perf_counter() - start:.1f}s")
+    return gen, config, generator_cache
+
+
+@pytest.fixture(scope="module", params=["transformers", "ctranslate2", "llamacpp"])
 def engine_gen(request) -> LocalChatGenerator:
     """Each local engine, loaded once for the module."""
-    fixture = "local_gen" if request.param == "transformers" else "ct2_gen"
+    fixture = {"transformers": "local_gen", "ctranslate2": "ct2_gen",
+               "llamacpp": "llama_gen"}[request.param]
     return request.getfixturevalue(fixture)[0]
 
 
@@ -436,6 +457,52 @@ async def test_ctranslate2_float32_says_what_transformers_says(local_gen, genera
     req = LOCAL_REQ.model_copy(update={"max_tokens": 24})
     a, b = await hf.generate(req), await ct2.generate(req)
     assert (b.text, b.usage, b.finish_reason) == (a.text, a.usage, a.finish_reason)
+
+
+@pytest.mark.slow
+async def test_llamacpp_requantizes_the_gguf_once_and_keeps_the_tokenizer(llama_gen, local_gen):
+    gen, config, cache = llama_gen
+    first = gen.health()
+    resolved = resolve_model(config.backend.model, config.backend.gguf_file)
+    assert first["engine"] == "llamacpp" and first["device"] == "cpu"
+    assert first["source"] == "gguf"  # a fresh cache: tokenizer and weights read from the file
+    # Q8_0 by default, requantized once from the bundled Q4_1 into the cache
+    folder = requantized_dir(str(cache), resolved, "Q8_0")
+    assert first["dtype"] == "Q8_0" and first["loaded_from"] == str(folder / "model.gguf")
+    assert json.loads((folder / "ragserve-source.json").read_text())["weights"] == "Q8_0"
+    tokenizer = tokenizer_cache_dir(str(cache), resolved)
+    assert (tokenizer / "tokenizer.json").is_file()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no temp folders
+    again = LlamaCppGenerator(config)
+    start = time.perf_counter()
+    again.warm_up()
+    print(f"SmolLM2 llama.cpp load from the cache: {time.perf_counter() - start:.2f}s")
+    assert again.health()["source"] == "cache"
+    assert again.health()["loaded_from"] == first["loaded_from"]
+    # the same chat template, prompt and token counts as the transformers engine
+    text = "Paris is in France, isn't it?"
+    assert again.count_tokens(text) == local_gen[0].count_tokens(text)
+    assert again.plan(LOCAL_REQ).messages == local_gen[0].plan(LOCAL_REQ).messages
+    res = await again.generate(LOCAL_REQ)
+    assert "Paris" in res.text, res.text
+    assert res.usage.prompt_tokens == (await local_gen[0].generate(LOCAL_REQ)).usage.prompt_tokens
+    # `file` runs the checkpoint's own Q4_1 weights, no copy
+    as_is = LlamaCppGenerator(config.backend.model_copy(update={"gguf_weights": "file"}))
+    as_is.warm_up()
+    assert as_is.health()["dtype"] == "Q4_1"
+    assert as_is.health()["loaded_from"] == str(Path(resolved.path) / resolved.gguf_file)
+    assert "Paris" in (await as_is.generate(LOCAL_REQ)).text
+
+
+def test_llamacpp_refuses_a_model_that_is_not_gguf(tmp_path):
+    """llama.cpp reads GGUF files only: a transformers folder is a clear start-up error (the
+    chain's fallbacks answer), not a crash inside llama.cpp."""
+    folder = tmp_path / "hf-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    gen = LlamaCppGenerator(LocalGeneratorConfig(model=str(folder), engine="llamacpp"))
+    with pytest.raises(RuntimeError, match="GGUF"):
+        gen.warm_up()
 
 
 @pytest.mark.slow

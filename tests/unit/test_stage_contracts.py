@@ -231,6 +231,22 @@ class TestCTranslate2SmolLM2Generator(GeneratorContract):
             yield dep
 
 
+@pytest.mark.slow
+class TestLlamaCppSmolLM2Generator(GeneratorContract):
+    """The same model's GGUF run by llama.cpp as it is (only its tokenizer is cached)."""
+
+    answer_tokens = 8
+
+    @pytest.fixture(scope="class")
+    async def generator(self, model_cache):
+        config = GeneratorConfig(
+            backend=LocalGeneratorConfig(cache_dir=str(model_cache), torch_threads=1,
+                                         engine="llamacpp"),
+            default_max_tokens=16, max_tokens_cap=64)
+        async for dep in _stage(config):
+            yield dep
+
+
 class TestFakeGenerator(GeneratorContract):
     @pytest.fixture
     def generator(self):
