@@ -304,6 +304,10 @@ async def _ask(pipeline, row: dict[str, Any], max_tokens: int) -> dict[str, Any]
         "answer": resp.answer, "degraded": resp.degraded, "warnings": resp.warnings,
         "backend": resp.backends.generator, "attempts": attempts,
         "latency_ms": round(latency_ms, 1), "generate_ms": round(resp.timings.generate_ms, 1),
+        # when the answer's first text was ready, from the request's start (the service's own
+        # StageTimings.first_token_ms: a replaced answer's counts the model's try too)
+        "first_token_ms": resp.timings.first_token_ms,
+        "prompt_tokens": resp.usage.prompt_tokens,
         "finish_reason": resp.finish_reason,
         "citations": [{**c, "holds_evidence": row.get("evidence") is not None
                        and normalise(row["evidence"]) in normalise(c["text"])}
@@ -334,6 +338,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     ans = [r for r in results if r["evidence"] is not None]
     una = [r for r in results if r["evidence"] is None]
     lat = [r["latency_ms"] for r in results]
+    ttft = [r["first_token_ms"] for r in results if r.get("first_token_ms") is not None]
+    prompts = [r["prompt_tokens"] for r in results if r.get("prompt_tokens")]
     count = lambda rows, key: sum(1 for r in rows if r["verdicts"][key])  # noqa: E731
     return {
         "questions": len(results), "answerable": len(ans), "unanswerable": len(una),
@@ -359,6 +365,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "replaced_ungrounded": sum(1 for r in results if r["replaced"]),
         "no_answer": sum(1 for r in results if not r["answer"].strip()),
         "latency_p50_ms": round(pct(lat, 50), 1), "latency_p95_ms": round(pct(lat, 95), 1),
+        "first_token_p50_ms": round(pct(ttft, 50), 1) if ttft else None,
+        "first_token_p95_ms": round(pct(ttft, 95), 1) if ttft else None,
+        "prompt_tokens_mean": round(sum(prompts) / len(prompts)) if prompts else None,
     }
 
 
@@ -386,6 +395,10 @@ def print_report(results: list[dict[str, Any]], settings: str) -> dict[str, Any]
         ("replaced after the grounding check ('ungrounded')", _rate(s["replaced_ungrounded"], len(results))),
         ("empty answer (passages only)", _rate(s["no_answer"], len(results))),
         ("latency per answer p50 / p95", f"{s['latency_p50_ms']:,.0f} / {s['latency_p95_ms']:,.0f} ms"),
+        ("first text of the answer p50 / p95 (timings.first_token_ms)",
+         f"{s['first_token_p50_ms']:,.0f} / {s['first_token_p95_ms']:,.0f} ms"
+         if s["first_token_p50_ms"] is not None else "-"),
+        ("prompt tokens per answer (mean)", str(s["prompt_tokens_mean"] or "-")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
