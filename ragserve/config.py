@@ -325,9 +325,9 @@ class LocalGeneratorConfig(StrictModel):
         "tokens/s of transformers, first token sooner, a third less memory): converted once "
         "more, next to the GGUF's converted copy, into a CTranslate2 model quantized per "
         "`compute_type`; needs a writable `cache_dir`. 'transformers': the converted copy in "
-        "torch (float32 on CPU, float16 on CUDA). 'llamacpp': a GGUF checkpoint as it is, on "
-        "llama.cpp's quantised kernels (needs llama-cpp-python, which compiles llama.cpp: "
-        "the `llamacpp` extra). See docs/benchmarks/generation-cpu.md.",
+        "torch (float32 on CPU, float16 on CUDA). 'llamacpp': a GGUF checkpoint on llama.cpp's "
+        "quantised kernels, requantized once per `gguf_weights` (needs llama-cpp-python, which "
+        "compiles llama.cpp: the `llamacpp` extra). See docs/benchmarks/generation-cpu.md.",
     )
     gguf_weights: Literal["Q4_0", "Q8_0", "F16", "file"] = Field(
         default="Q8_0",

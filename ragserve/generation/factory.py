@@ -27,7 +27,8 @@ def build_generator(config: GeneratorConfig) -> GeneratorBackend:
     ``GeneratorDeployment`` does); the OpenAI-compatible and extractive ones only load the
     tiktoken encoding, and the OpenAI client is created lazily inside the event loop that
     first uses it, so calling ``warm_up`` from a worker thread is safe for all of them.
-    (torch, transformers, ctranslate2 and llama_cpp are imported inside the local backends' ``warm_up``.)
+    (torch, transformers, ctranslate2 and llama_cpp are imported inside the local backends'
+    ``warm_up``.)
     """
     config = GeneratorConfig.model_validate(config)
     backend = config.backend

@@ -1,5 +1,5 @@
-"""The local model run by llama.cpp (``engine: llamacpp``): the GGUF file as it is, quantised
-kernels on CPU, no conversion."""
+"""The local model run by llama.cpp (``engine: llamacpp``): the GGUF checkpoint on llama.cpp's
+quantised CPU kernels, requantized once to a type they read fast; no dequantised copy."""
 
 from __future__ import annotations
 

@@ -299,20 +299,23 @@ def generator_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("generator-cache")
 
 
+def _loaded(cls, engine: str, cache, what: str):
+    """SmolLM2 run by ``engine`` with the module-private cache, loaded (timed) once."""
+    config = GeneratorConfig(
+        backend=LocalGeneratorConfig(cache_dir=str(cache), torch_threads=2, engine=engine),
+        default_max_tokens=16, max_tokens_cap=256,
+    )
+    gen = cls(config)
+    start = time.perf_counter()
+    gen.warm_up()
+    print(f"\nSmolLM2 {what}: {time.perf_counter() - start:.1f}s")
+    return gen, config, cache
+
+
 @pytest.fixture(scope="module")
 def local_gen(generator_cache):
     """SmolLM2 converted once from its GGUF into a module-private cache."""
-    cache = generator_cache
-    config = GeneratorConfig(
-        backend=LocalGeneratorConfig(cache_dir=str(cache), torch_threads=2,
-                                     engine="transformers"),
-        default_max_tokens=16, max_tokens_cap=256,
-    )
-    gen = TransformersGenerator(config)
-    start = time.perf_counter()
-    gen.warm_up()
-    print(f"\nSmolLM2 GGUF load + convert: {time.perf_counter() - start:.1f}s")
-    return gen, config, cache
+    return _loaded(TransformersGenerator, "transformers", generator_cache, "GGUF load + convert")
 
 
 @pytest.mark.slow
@@ -366,31 +369,15 @@ LOCAL_REQ = GenerationRequest(
 @pytest.fixture(scope="module")
 def ct2_gen(local_gen, generator_cache):
     """SmolLM2 in CTranslate2 int8, converted from the transformers copy ``local_gen`` made."""
-    config = GeneratorConfig(
-        backend=LocalGeneratorConfig(cache_dir=str(generator_cache), torch_threads=2,
-                                     engine="ctranslate2"),
-        default_max_tokens=16, max_tokens_cap=256,
-    )
-    gen = CTranslate2Generator(config)
-    start = time.perf_counter()
-    gen.warm_up()
-    print(f"\nSmolLM2 safetensors -> CTranslate2 int8 + load: {time.perf_counter() - start:.1f}s")
-    return gen, config, generator_cache
+    return _loaded(CTranslate2Generator, "ctranslate2", generator_cache,
+                   "safetensors -> CTranslate2 int8 + load")
 
 
 @pytest.fixture(scope="module")
 def llama_gen(generator_cache):
-    """SmolLM2's GGUF run by llama.cpp as it is (its tokenizer cached on the first start)."""
-    config = GeneratorConfig(
-        backend=LocalGeneratorConfig(cache_dir=str(generator_cache), torch_threads=2,
-                                     engine="llamacpp"),
-        default_max_tokens=16, max_tokens_cap=256,
-    )
-    gen = LlamaCppGenerator(config)
-    start = time.perf_counter()
-    gen.warm_up()
-    print(f"\nSmolLM2 GGUF in llama.cpp, first load: {time.perf_counter() - start:.1f}s")
-    return gen, config, generator_cache
+    """SmolLM2's GGUF in llama.cpp: requantized to Q8_0 and its tokenizer cached, once."""
+    return _loaded(LlamaCppGenerator, "llamacpp", generator_cache,
+                   "GGUF -> llama.cpp Q8_0 + tokenizer + load")
 
 
 @pytest.fixture(scope="module", params=["transformers", "ctranslate2", "llamacpp"])

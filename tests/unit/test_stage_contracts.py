@@ -202,46 +202,18 @@ class TestFallbackChainWithPrimaryDown(GeneratorContract):
 
 @pytest.mark.slow
 class TestLocalSmolLM2Generator(GeneratorContract):
+    """The bundled model behind the stage, run by each local engine: transformers (float32),
+    CTranslate2 (int8, converted once into the session's cache) and llama.cpp (its GGUF
+    requantized once to Q8_0 there)."""
+
     answer_tokens = 8
 
-    @pytest.fixture(scope="class")
-    async def generator(self, model_cache):
+    @pytest.fixture(scope="class", params=["transformers", "ctranslate2", "llamacpp"])
+    async def generator(self, request, model_cache):
         # One thread: on two shared cores, two threads make each token 3-5x slower.
         config = GeneratorConfig(
             backend=LocalGeneratorConfig(cache_dir=str(model_cache), torch_threads=1,
-                                         engine="transformers"),
-            default_max_tokens=16, max_tokens_cap=64)
-        async for dep in _stage(config):
-            yield dep
-
-
-@pytest.mark.slow
-class TestCTranslate2SmolLM2Generator(GeneratorContract):
-    """The same model in CTranslate2 int8 (converted once into the session's cache)."""
-
-    answer_tokens = 8
-
-    @pytest.fixture(scope="class")
-    async def generator(self, model_cache):
-        config = GeneratorConfig(
-            backend=LocalGeneratorConfig(cache_dir=str(model_cache), torch_threads=1,
-                                         engine="ctranslate2"),
-            default_max_tokens=16, max_tokens_cap=64)
-        async for dep in _stage(config):
-            yield dep
-
-
-@pytest.mark.slow
-class TestLlamaCppSmolLM2Generator(GeneratorContract):
-    """The same model's GGUF run by llama.cpp as it is (only its tokenizer is cached)."""
-
-    answer_tokens = 8
-
-    @pytest.fixture(scope="class")
-    async def generator(self, model_cache):
-        config = GeneratorConfig(
-            backend=LocalGeneratorConfig(cache_dir=str(model_cache), torch_threads=1,
-                                         engine="llamacpp"),
+                                         engine=request.param),
             default_max_tokens=16, max_tokens_cap=64)
         async for dep in _stage(config):
             yield dep
