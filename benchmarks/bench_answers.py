@@ -264,7 +264,8 @@ async def _build(args, folder: Path, log):
     scorer, reason = await asyncio.to_thread(load_scorer, args.reranker.config)
     log(f"reranker {scorer.name}" + (f" (fallback: {reason[:120]})" if reason else ""))
     t = time.perf_counter()
-    chain = build_generation_chain(args.generator.config)
+    chain = build_generation_chain(args.generator.config,
+                                   text_encoder=SentenceTransformerEmbedder)
     await asyncio.to_thread(chain.warm_up)
     log(f"generator chain {chain.name} loaded in {time.perf_counter() - t:.1f} s")
     stages = StageSet(embedder=LocalEmbedder(encoder), retriever=retriever,

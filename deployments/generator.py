@@ -1,5 +1,7 @@
 """Generator deployment: a fallback chain of backends from config (local model,
-OpenAI-compatible, extractive), with retries, a breaker per backend and simple-query routing."""
+OpenAI-compatible, extractive), with retries, a breaker per backend and simple-query routing.
+The chain's evidence scorer (``generator.config.evidence.model``) loads with the embedder
+stage's encoder, handed in here where the stages are composed."""
 
 from __future__ import annotations
 
@@ -7,19 +9,25 @@ import asyncio
 from typing import AsyncIterator, Callable
 
 from ragserve.config import GeneratorConfig
+from ragserve.embedding import SentenceTransformerEmbedder
 from ragserve.errors import StageUnavailableError
 from ragserve.generation.chain import FallbackGenerator
 from ragserve.generation.factory import build_generation_chain
 from ragserve.schemas import GenerationRequest, GenerationResult
 
-__all__ = ["GeneratorDeployment"]
+__all__ = ["GeneratorDeployment", "build_chain"]
+
+
+def build_chain(config: GeneratorConfig) -> FallbackGenerator:
+    """The configured chain, its evidence model loaded with the embedder's encoder."""
+    return build_generation_chain(config, text_encoder=SentenceTransformerEmbedder)
 
 
 class GeneratorDeployment:
     """Serves the ``Generator`` role."""
 
     async def __init__(self, config: GeneratorConfig,
-                       generator_factory: Callable[[GeneratorConfig], FallbackGenerator] = build_generation_chain):
+                       generator_factory: Callable[[GeneratorConfig], FallbackGenerator] = build_chain):
         self.config = GeneratorConfig.model_validate(config)
         self.backend = generator_factory(self.config)
         # Loading a local model is seconds of CPU work: keep the event loop free meanwhile.

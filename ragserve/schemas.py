@@ -192,6 +192,11 @@ class GenerationRequest(_Strict):
     passages: list[ScoredChunk]
     max_tokens: int | None = None
     history: list[tuple[str, str]] = Field(default_factory=list)
+    evidence_scores: list[list[float]] | None = Field(
+        default=None,
+        description="Set inside the generator stage by its semantic evidence scorer: per "
+        "passage, the cosine of each unit (``ragserve.generation.evidence.passage_units``) to "
+        "the query. None: units are scored lexically only.")
 
 
 class GenerationAttempt(BaseModel):

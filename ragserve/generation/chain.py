@@ -27,7 +27,18 @@ backend, and a failure ends the stream (the pipeline flags it ``degraded``).
 Every model answer is then held to its passages (``GeneratorConfig.grounding``, see
 ``ragserve.generation.grounding``): unsupported sentences are dropped, and an answer with none
 left is replaced by the extractive answer, its attempt recorded as ``ungrounded``. A stream
-releases sentences only once they are checked, so streamed and whole answers agree.
+releases sentences only once they are checked, so streamed and whole answers agree. An answer
+whose first ``grounding.stop_after_unsupported`` claims are all unsupported is stopped there
+(a whole answer is read from the backend's stream for this; closing the stream cancels the
+decoding) and replaced at once: on a small CPU model most replaced answers used to run to
+``max_tokens`` first.
+
+With ``GeneratorConfig.evidence.model`` set, the chain scores every unit of every passage
+against the question once per request (``evidence.SemanticEvidenceScorer``, in a worker
+thread) and hands the scores to every backend it tries (``GenerationRequest.evidence_scores``):
+the model's evidence and the extractive answer's sentences are then chosen by meaning as well
+as by shared words. A scorer that fails to load or to score leaves the lexical scores: the
+answer is chosen less well, never refused.
 """
 
 from __future__ import annotations
@@ -40,12 +51,19 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError, StageTimeoutError, StageUnavailableError
+from ragserve.generation.evidence import SemanticEvidenceScorer, passage_units
 from ragserve.generation.grounding import SentenceGate
 from ragserve.generation.prompt import extract_citations
 from ragserve.generation.routing import ComplexityRouter
 from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 from ragserve.resilience.retry import backoff_s, describe_failure, is_transient, retry_after_s
-from ragserve.schemas import GenerationAttempt, GenerationRequest, GenerationResult, ScoredChunk
+from ragserve.schemas import (
+    GenerationAttempt,
+    GenerationRequest,
+    GenerationResult,
+    ScoredChunk,
+    Usage,
+)
 
 __all__ = ["FallbackGenerator", "ChainMember"]
 
@@ -102,6 +120,7 @@ class FallbackGenerator:
     def __init__(self, config: GeneratorConfig, members: list[ChainMember],
                  simple: ChainMember | None = None, *,
                  grounded_fallback: Any | None = None,
+                 evidence_scorer: SemanticEvidenceScorer | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None) -> None:
@@ -119,6 +138,8 @@ class FallbackGenerator:
         self._probes: set[asyncio.Task] = set()  # half-open trials running in the background
         self.router = (ComplexityRouter(config.routing, members[0].backend.count_tokens)
                        if config.routing is not None and simple is not None else None)
+        self.evidence_scorer = evidence_scorer
+        self.evidence_error: str | None = None  # why the scorer is not used, if it is not
 
     @classmethod
     def from_backends(cls, config: GeneratorConfig, backends: list[Any],
@@ -147,6 +168,14 @@ class FallbackGenerator:
         only when none loads does this raise (Serve then replaces the replica)."""
         if self.grounded_fallback is not None:
             self.grounded_fallback.warm_up()
+        if self.evidence_scorer is not None:
+            try:
+                self.evidence_scorer.warm_up()
+            except Exception as exc:  # lexical scores still choose the evidence
+                self.evidence_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.error("evidence scorer %s failed to load: %s", self.evidence_scorer.name,
+                          self.evidence_error)
+                self.evidence_scorer = None
         for m in self._all():
             try:
                 m.backend.warm_up()
@@ -184,7 +213,26 @@ class FallbackGenerator:
             "chain": [m.snapshot() for m in self.members],
             **({"simple": self.simple.snapshot()} if self.simple else {}),
             **({"routes": dict(self.router.counts)} if self.router else {}),
+            **({"evidence_scorer": {**self.evidence_scorer.health(), "error": None}}
+               if self.evidence_scorer is not None else
+               {"evidence_scorer": {"model": self.config.evidence.model.model,
+                                    "error": self.evidence_error}}
+               if self.config.evidence.model is not None else {}),
         }
+
+    async def _with_evidence(self, request: GenerationRequest) -> GenerationRequest:
+        """``request`` with its units' semantic scores, when the chain has a scorer."""
+        scorer = self.evidence_scorer
+        if scorer is None or not request.passages or request.evidence_scores is not None:
+            return request
+        units = [[u.text for u in passage_units(p.text)] for p in request.passages]
+        try:
+            scores = await asyncio.to_thread(scorer.scores, request.query, units)
+        except Exception as exc:  # lexical scores still choose the evidence
+            log.warning("evidence scoring failed (%s); lexical scores only",
+                        type(exc).__name__)
+            return request
+        return request.model_copy(update={"evidence_scores": scores})
 
     def healthy(self) -> bool:
         """False when no backend can be tried at all (all failed to load)."""
@@ -341,6 +389,7 @@ class FallbackGenerator:
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         members, route = self._plan(request)
         started = self._clock()
+        request = await self._with_evidence(request)
         deadline = started + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for i, m in enumerate(members):
@@ -348,11 +397,16 @@ class FallbackGenerator:
                 continue
             until = self._share_end(members[i + 1:], deadline)
             try_started = [started]  # when the last try of ``m`` began
+            # A gate per try, fed as the answer streams in when an answer may be stopped early.
+            early = (self.config.grounding.stop_after_unsupported
+                     if self._gate(m, request) is not None else None)
+            gates: list[SentenceGate | None] = [None]
 
             async def call(timeout: float, m: ChainMember = m) -> GenerationResult:
                 try_started[0] = self._clock()
-                if self.config.first_token_timeout_s is not None:
-                    return await self._generate_streamed(m, request, timeout)
+                gates[0] = self._gate(m, request) if early else None
+                if self.config.first_token_timeout_s is not None or gates[0] is not None:
+                    return await self._generate_streamed(m, request, timeout, gates[0], early)
                 try:
                     return await asyncio.wait_for(m.backend.generate(request), timeout)
                 except asyncio.TimeoutError as exc:
@@ -366,11 +420,13 @@ class FallbackGenerator:
             # The first text's time counts from the chain's start: failed backends included.
             first = (None if result.first_token_ms is None else round(
                 (try_started[0] - started) * 1000 + result.first_token_ms, 2))
-            gate = self._gate(m, request)
+            gate = gates[0]
             if gate is None:
-                return result.model_copy(update={"attempts": [*attempts, attempt],
-                                                 "route": route, "first_token_ms": first})
-            gate.feed(result.text)
+                gate = self._gate(m, request)
+                if gate is None:
+                    return result.model_copy(update={"attempts": [*attempts, attempt],
+                                                     "route": route, "first_token_ms": first})
+                gate.feed(result.text)
             gate.flush()
             return await self._after_gate(
                 gate, result.model_copy(update={"first_token_ms": first}), request,
@@ -415,14 +471,29 @@ class FallbackGenerator:
             # the served text's first words came with the fallback, after the check
             "first_token_ms": round((self._clock() - chain_started) * 1000, 2)})
 
+    def _stopped(self, m: ChainMember, request: GenerationRequest, text: str,
+                 first_ms: float | None) -> GenerationResult:
+        """What a model said before it was stopped as hopeless, with what it spent."""
+        plan = getattr(m.backend, "plan", None)
+        prompt_tokens = plan(request).prompt_tokens if plan is not None else 0
+        completion = m.backend.count_tokens(text)
+        return GenerationResult(
+            text=text, backend=m.name, passages_used=len(request.passages),
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                        total_tokens=prompt_tokens + completion),
+            finish_reason="stopped", first_token_ms=first_ms)
+
     async def _generate_streamed(self, m: ChainMember, request: GenerationRequest,
-                                 timeout: float) -> GenerationResult:
+                                 timeout: float, gate: SentenceGate | None = None,
+                                 stop_after: int | None = None) -> GenerationResult:
         """A whole answer read from the backend's stream, so that a server that accepts the
         call and sends nothing is given up after ``first_token_timeout_s``, not after the
-        whole answer's ``timeout``."""
+        whole answer's ``timeout``. With a ``gate``, every delta is fed to it, and the
+        answer is stopped (the stream closed: decoding cancelled) once ``gate.hopeless``."""
         started = self._clock()
         first = min(timeout, self.config.first_token_timeout_s or timeout)
         iterator = m.backend.stream(request).__aiter__()
+        text: list[str] = []
         try:
             try:
                 item = await asyncio.wait_for(iterator.__anext__(), first)
@@ -430,6 +501,11 @@ class FallbackGenerator:
                 raise StageTimeoutError(f"{m.name} sent nothing within {first:g}s") from exc
             first_ms = round((self._clock() - started) * 1000, 2)
             while "result" not in item:
+                if gate is not None and "delta" in item:
+                    text.append(item["delta"])
+                    gate.feed(item["delta"])
+                    if gate.hopeless(stop_after):
+                        return self._stopped(m, request, "".join(text), first_ms)
                 left = timeout - (self._clock() - started)
                 try:
                     if left <= 0:
@@ -450,6 +526,7 @@ class FallbackGenerator:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
         members, route = self._plan(request)
         started = self._clock()
+        request = await self._with_evidence(request)
         deadline = started + self.config.deadline_s
         attempts: list[GenerationAttempt] = []
         for i, m in enumerate(members):
@@ -478,6 +555,7 @@ class FallbackGenerator:
                 continue
             # Committed to this backend from here on.
             gate = self._gate(m, request)
+            text: list[str] = []  # what the model said, as it streams in
             try:
                 while True:
                     if "result" in item and gate is not None:
@@ -493,8 +571,18 @@ class FallbackGenerator:
                         item = {"result": item["result"].model_copy(
                             update={"attempts": [*attempts, attempt], "route": route})}
                     elif "delta" in item and gate is not None:
+                        text.append(item["delta"])
                         released = gate.feed(item["delta"])
                         item = {"delta": released} if released else None
+                        if gate.hopeless(self.config.grounding.stop_after_unsupported):
+                            await _close(iterator)  # decoding cancelled: replaced at once
+                            result = await self._after_gate(
+                                gate, self._stopped(m, request, "".join(text), None), request,
+                                [*attempts, attempt], route, started)
+                            if result.text:
+                                yield {"delta": result.text}
+                            yield {"result": result}
+                            return
                     if item is not None:
                         yield item
                     try:

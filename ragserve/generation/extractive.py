@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
+from ragserve.generation.evidence import content_terms
 from ragserve.generation.prompt import (
     NO_PASSAGES_ANSWER,
     PromptPlan,
     TiktokenBudgeting,
-    content_terms,
+    evidence_scores,
     looks_like_instruction,
 )
 from ragserve.schemas import GenerationRequest, GenerationResult
@@ -21,35 +21,7 @@ from ragserve.tokens import get_encoding
 __all__ = ["ExtractiveGenerator", "NO_PASSAGES_ANSWER"]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _WORDS_PER_DELTA = 4
-
-
-def split_sentences(text: str) -> list[str]:
-    """Prose sentences of ``text``: a line break ends one too (Markdown lists, short lines);
-    code blocks, table rows, headings and lines that are mostly not words are left out (an
-    answer quotes statements, not layout)."""
-    out: list[str] = []
-    fenced = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("```", "~~~")):
-            fenced = not fenced
-            continue
-        if (fenced or not stripped or stripped.startswith(("|", "#", "<!--"))
-                or line.startswith("    ")):
-            continue
-        stripped = _BULLET.sub("", stripped)
-        wordy = sum(c.isalpha() or c.isspace() for c in stripped)
-        if wordy < 0.6 * len(stripped):
-            continue
-        out += [x.strip() for x in _SENTENCE_END.split(stripped) if x.strip()]
-    return out
-
-
-def _terms(text: str) -> set[str]:
-    return content_terms(text)
 
 
 def _render(groups: list[tuple[int, list[str]]]) -> str:
@@ -57,8 +29,9 @@ def _render(groups: list[tuple[int, list[str]]]) -> str:
 
 
 class ExtractiveGenerator(TiktokenBudgeting):
-    """Answers with the passage sentences that share the most (IDF-weighted) terms with the
-    query, each followed by its passage's ``[n]``.
+    """Answers with the passage sentences that bear most on the query (``evidence``: the
+    question's IDF-weighted terms they share, plus their cosine to it when the chain has a
+    semantic evidence scorer), each followed by its passage's ``[n]``.
 
     Passages go through the same context-window budget as the model backends, with tiktoken
     (``GeneratorConfig.token_encoding``) as the counter, so ``passages_used`` and the ``[n]``
@@ -83,44 +56,44 @@ class ExtractiveGenerator(TiktokenBudgeting):
 
     # ------------------------------------------------------------------ answer
 
-    def _select(self, query: str, plan: PromptPlan) -> list[tuple[int, str]]:
-        """(passage number, sentence) pairs, in passage then sentence order."""
-        sentences = [
-            (n, s_idx, s)
-            for n, p in enumerate(plan.passages, start=1)
-            for s_idx, s in enumerate(split_sentences(p.text))
-            if not looks_like_instruction(s)  # retrieved text is data: never echo an injection
-        ]
-        if not sentences:
+    def _select(self, request: GenerationRequest, plan: PromptPlan) -> list[tuple[int, str]]:
+        """(passage number, sentence) pairs, in passage then sentence order: the prose
+        sentences of the passages in ``plan`` (read whole, even when the plan shows a model
+        only their best sentences), ranked by ``prompt.evidence_scores``."""
+        units, scores, semantic = evidence_scores(request, self.config.evidence.lexical_weight)
+        where = {id(p): i for i, p in enumerate(request.passages)}
+        by_chunk = {p.chunk_id: i for i, p in enumerate(request.passages)}
+        candidates, shown, similar = [], [], False
+        for n, p in enumerate(plan.passages, start=1):
+            i = where.get(id(p), by_chunk.get(p.chunk_id))
+            if i is None:
+                continue
+            shown += units[i]
+            if semantic is not None:
+                similar |= max(semantic[i], default=-1.0) >= self.backend_config.min_similarity
+            # only prose is quoted; retrieved text is data: never echo an injection
+            candidates += [(scores[i][j], n, j, u.text) for j, u in enumerate(units[i])
+                           if u.kind == "prose" and not looks_like_instruction(u.text)]
+        if not candidates:
             return []
-        n_docs = len(plan.passages)
-        df: dict[str, int] = {}
-        for p in plan.passages:
-            for term in _terms(p.text):
-                df[term] = df.get(term, 0) + 1
-        query_terms = _terms(query)
-        # Rank of a passage by score: ties in sentence score go to the better passage.
-        order = sorted(range(1, n_docs + 1), key=lambda n: -plan.passages[n - 1].score)
-        rank = {n: r for r, n in enumerate(order)}
-        scored = []
-        for n, s_idx, s in sentences:
-            shared = query_terms & _terms(s)
-            score = sum(math.log(1.0 + n_docs / df.get(t, 1)) for t in shared)
-            scored.append((score, n, s_idx, s))
-        best = [x for x in scored if x[0] > 0]
-        # Relevant only if some sentence holds enough of what the question asks about: one
-        # shared common word ("use", "run") is not an answer.
+        query_terms = content_terms(request.query)
+        # Relevant only if some unit (a table row or code line counts) holds enough of what
+        # the question asks about — one shared common word ("use", "run") is not an answer —
+        # or, with semantic scores, says something close to it.
         need = max(1.0, self.backend_config.min_query_coverage * len(query_terms))
-        if not any(len(query_terms & _terms(s)) >= need for _, _, _, s in best):
+        if not similar and not any(len(query_terms & content_terms(u.text)) >= need
+                                   for u in shown):
             return []
-        best.sort(key=lambda x: (-x[0], rank[x[1]], x[2]))
+        best = [x for x in candidates if x[0] > 0]
+        # Ties in score go to the better passage (plan order), then the earlier sentence.
+        best.sort(key=lambda x: (-x[0], x[1], x[2]))
         picked = sorted(best[: self.backend_config.max_sentences], key=lambda x: (x[1], x[2]))
         return [(n, s) for _, n, _, s in picked]
 
     def _answer(self, request: GenerationRequest) -> GenerationResult:
         plan = self.plan(request)
         finish = "stop"
-        selected = self._select(request.query, plan) if plan.passages else []
+        selected = self._select(request, plan) if plan.passages else []
         if not selected:
             text = NO_PASSAGES_ANSWER
         else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from ragserve.config import (
+    EmbedderConfig,
     ExtractiveGeneratorConfig,
     GeneratorConfig,
     LocalGeneratorConfig,
@@ -11,6 +14,7 @@ from ragserve.config import (
 from ragserve.generation.base import GeneratorBackend
 from ragserve.generation.chain import FallbackGenerator
 from ragserve.generation.ctranslate2 import CTranslate2Generator
+from ragserve.generation.evidence import SemanticEvidenceScorer
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.llamacpp import LlamaCppGenerator
 from ragserve.generation.local import TransformersGenerator
@@ -45,10 +49,14 @@ def build_generator(config: GeneratorConfig) -> GeneratorBackend:
     raise TypeError(f"unknown generator backend {type(backend).__name__}")
 
 
-def build_generation_chain(config: GeneratorConfig) -> FallbackGenerator:
+def build_generation_chain(config: GeneratorConfig, *,
+                           text_encoder: Callable[[EmbedderConfig], Any] | None = None,
+                           ) -> FallbackGenerator:
     """The generator stage's backend: ``[backend, *fallbacks]`` with retries and a breaker per
     backend, and the routing's cheaper backend for simple queries (none warmed up yet; the
-    chain's ``warm_up`` loads them all)."""
+    chain's ``warm_up`` loads them all). ``text_encoder`` builds the encoder of
+    ``config.evidence.model`` (the embedder stage's ``SentenceTransformerEmbedder``, handed in
+    by whoever composes the stages); needed only when that model is set."""
     config = GeneratorConfig.model_validate(config)
 
     def one(backend_config) -> GeneratorBackend:
@@ -59,4 +67,6 @@ def build_generation_chain(config: GeneratorConfig) -> FallbackGenerator:
     simple = one(config.routing.simple_backend) if config.routing is not None else None
     # answers, from the passages' own sentences, when a model's answer is not grounded
     grounded = (one(ExtractiveGeneratorConfig()) if config.grounding.enabled else None)
-    return FallbackGenerator.from_backends(config, backends, simple, grounded_fallback=grounded)
+    scorer = SemanticEvidenceScorer.from_config(config.evidence, text_encoder)
+    return FallbackGenerator.from_backends(config, backends, simple, grounded_fallback=grounded,
+                                           evidence_scorer=scorer)

@@ -67,6 +67,8 @@ class SentenceVerdict:
     supported: bool
     passages: list[int]
     coverage: float
+    claim: bool = True
+    """False for a sentence too short to claim anything of its own ("Yes.")."""
 
 
 @dataclass
@@ -116,7 +118,7 @@ def _judge(sentence: str, index: _PassageIndex, config: GroundingConfig) -> Sent
 
     if len(terms) < config.min_terms and not numbers:
         # "Yes." / "It does." carry no claim of their own: kept when cited, never alone.
-        return SentenceVerdict(sentence, bool(cited), cited, 1.0)
+        return SentenceVerdict(sentence, bool(cited), cited, 1.0, claim=False)
     if cited and coverage(cited) >= config.min_support and numbers_ok(cited):
         return SentenceVerdict(sentence, True, cited, coverage(cited))
     # Uncited, or the cited passage does not hold it: the passage that covers it best.
@@ -173,6 +175,14 @@ class SentenceGate:
 
     def verdict(self) -> Grounded:
         return Grounded(" ".join(self.released), self.verdicts)
+
+    def hopeless(self, after: int | None) -> bool:
+        """Nothing released yet and the first ``after`` claims (sentences with content words
+        or numbers of their own) all unsupported: the answer is not worth reading on."""
+        if after is None or self.released:
+            return False
+        claims = [v for v in self.verdicts if not v.supported and v.claim]
+        return len(claims) >= after
 
 
 def ground_answer(text: str, passages: list[ScoredChunk], config: GroundingConfig) -> Grounded:

@@ -14,7 +14,13 @@ from typing import Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError
-from ragserve.lexical import stem, tokenize
+from ragserve.generation.evidence import (
+    Unit,
+    combined_scores,
+    content_terms,
+    lexical_scores,
+    passage_units,
+)
 from ragserve.schemas import GenerationRequest, GenerationResult, ScoredChunk, Usage
 from ragserve.tokens import count_tokens, get_encoding
 
@@ -33,6 +39,7 @@ __all__ = [
     "looks_like_instruction",
     "NO_PASSAGES_ANSWER",
     "select_evidence",
+    "evidence_scores",
     "content_terms",
 ]
 
@@ -272,48 +279,39 @@ def build_prompt(
     )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-# Words that carry no claim when matching a question or an answer sentence to a passage (the
-# index keeps a short stopword list on purpose; BM25's IDF discounts these there, but a
-# sentence-level overlap has no IDF to lean on).
-_FUNCTION_WORDS = frozenset("""a about above after again against all also am an and any are as
-at be because been before being below between both but by can could did do does doing down
-during each either etc few for from further get gets got had has have having he her here hers
-him his how i if in into is it its itself just let lets like may me might more most much must
-my no nor not now of off on once one only or other our ours out over own per please same she
-should so some such than that the their theirs them then there these they this those through
-to too under until up upon us use used uses using very via was we were what when where which
-while who whom why will with within without would you your yours""".split())
-
-
-def content_terms(text: str) -> set[str]:
-    """The stemmed words of ``text`` that can carry a claim: the shared analysis
-    (``ragserve.lexical``) without function words and bare numbers."""
-    return {stem(t) for t in tokenize(text)
-            if t not in _FUNCTION_WORDS and not t.isdigit()}
-
-
-def select_evidence(query: str, passage: ScoredChunk, keep: int) -> ScoredChunk:
-    """``passage`` cut to the ``keep`` sentences sharing the most distinct (stemmed) words
-    with ``query`` (ties: the earlier), in passage order, an ellipsis where sentences were
-    left out. Unchanged when it has no more than ``keep`` sentences."""
-    sentences = [x.strip() for x in _SENTENCE.split(passage.text) if x and x.strip()]
-    if len(sentences) <= keep:
+def select_evidence(passage: ScoredChunk, units: list[str], scores: list[float],
+                    keep: int) -> ScoredChunk:
+    """``passage`` cut to its ``keep`` best ``units`` by ``scores`` (ties: the earlier), in
+    passage order, an ellipsis where units were left out. Unchanged when it has no more than
+    ``keep`` units."""
+    if len(units) <= keep:
         return passage
-    wanted = content_terms(query)
-    scored = sorted(range(len(sentences)), key=lambda i: (
-        -len(wanted & content_terms(sentences[i])), i))
-    chosen = sorted(scored[:keep])
+    best = sorted(range(len(units)), key=lambda i: (-scores[i], i))
+    chosen = sorted(best[:keep])
     parts, last = [], -1
     for i in chosen:
         if i != last + 1:
             parts.append("…")
-        parts.append(sentences[i])
+        parts.append(units[i])
         last = i
-    if last != len(sentences) - 1:
+    if last != len(units) - 1:
         parts.append("…")
     return passage.model_copy(update={"text": " ".join(parts)})
+
+
+def evidence_scores(request: GenerationRequest, lexical_weight: float
+                    ) -> tuple[list[list[Unit]], list[list[float]], list[list[float]] | None]:
+    """Every passage's units (``evidence.passage_units``, any kind), their scores — the
+    request's semantic ones (``GenerationRequest.evidence_scores``, set by the chain's
+    scorer) combined with the lexical ones, or the lexical ones alone — and the semantic
+    ones (None when the request has none for these passages)."""
+    units = [passage_units(p.text) for p in request.passages]
+    semantic = request.evidence_scores
+    if semantic is not None and [len(x) for x in semantic] != [len(x) for x in units]:
+        semantic = None  # scored for other passages: never misalign
+    texts = [[u.text for u in us] for us in units]
+    return units, combined_scores(lexical_scores(request.query, texts), semantic,
+                                  lexical_weight), semantic
 
 
 def plan_prompt(
@@ -328,8 +326,10 @@ def plan_prompt(
     max_tokens = resolve_max_tokens(request.max_tokens, config)
     keep = config.evidence.sentences_per_passage
     if keep is not None:
+        units, scores, _ = evidence_scores(request, config.evidence.lexical_weight)
         request = request.model_copy(update={"passages": [
-            select_evidence(request.query, p, keep) for p in request.passages]})
+            select_evidence(p, [x.text for x in u], s, keep)
+            for p, u, s in zip(request.passages, units, scores)]})
     plan = build_prompt(
         request,
         system_prompt=config.system_prompt,

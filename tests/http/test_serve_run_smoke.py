@@ -68,6 +68,9 @@ def test_serve_run_local_config_answers_over_http(served):
     print(f"cold start of serve run configs/local.yaml: {cold_start_s:.1f}s")
     with httpx.Client(base_url=base, timeout=120) as c:
         assert c.get("/healthz").json()["status"] == "ok"
+        # the generator replica loaded the evidence model with the embedder's encoder
+        scorer = c.get("/readyz").json()["stages"]["generator"]["evidence_scorer"]
+        assert scorer["loaded"] is True and scorer["error"] is None, scorer
         r = c.post("/v1/documents", json={"documents": DOCUMENTS})
         assert r.status_code == 200 and {d["status"] for d in r.json()["documents"]} == {"created"}
         question, doc_id = QUESTIONS[1]

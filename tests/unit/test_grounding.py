@@ -203,6 +203,15 @@ class LateModel(ScriptedModel):
             raise ConnectionError("the model server went away")
         return self._result(request).model_copy(update={"first_token_ms": self.wait_s * 1000})
 
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        # the chain reads a gated whole answer from the stream (to stop a hopeless one early)
+        await asyncio.sleep(self.wait_s)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the model server went away")
+        async for item in super().stream(request):
+            yield item
+
 
 def late_chain(model: ScriptedModel) -> FallbackGenerator:
     config = GeneratorConfig.model_validate({
@@ -269,15 +278,20 @@ async def test_streamed_and_whole_responses_agree_through_the_pipeline():
 
 
 def test_evidence_keeps_the_sentences_that_bear_on_the_question_in_order():
-    from ragserve.generation.prompt import select_evidence
+    from ragserve.generation.prompt import evidence_scores, select_evidence
 
     long = chunk(9, "Intro text here. The embedder batches requests with serve.batch. "
                     "Unrelated words follow.\nMore filler. Batches wait 5 ms for requests.", 1.0)
-    cut = select_evidence("How does the embedder batch requests?", long, 2)
+    request = GenerationRequest(query="How does the embedder batch requests?",
+                                passages=[long, PASSAGES[0]])
+    units, scores, semantic = evidence_scores(request, lexical_weight=0.5)
+    assert semantic is None
+    cut = select_evidence(long, [u.text for u in units[0]], scores[0], 2)
     assert cut.text == ("… The embedder batches requests with serve.batch. … "
                         "Batches wait 5 ms for requests.")
     assert cut.chunk_id == long.chunk_id
-    assert select_evidence("anything", PASSAGES[0], 2) is PASSAGES[0]  # short: as it is
+    short = [u.text for u in units[1]]
+    assert select_evidence(PASSAGES[0], short, scores[1], 2) is PASSAGES[0]  # short: as it is
 
 
 async def test_the_model_sees_selected_sentences_and_the_response_cites_the_whole_passage():
@@ -300,12 +314,12 @@ async def test_the_model_sees_selected_sentences_and_the_response_cites_the_whol
 
 
 def test_extractive_sentences_skip_code_tables_and_headings():
-    from ragserve.generation.extractive import split_sentences
+    from ragserve.generation.evidence import prose_sentences
 
     doc = ("## Running\n\nRun the tests with make test. It installs what is missing.\n"
            "```bash\nmake test   # the whole suite\n```\n| a | b |\n|---|---|\n"
            "- Each stage scales on its own.\n    indented code line\n")
-    assert split_sentences(doc) == ["Run the tests with make test.",
+    assert prose_sentences(doc) == ["Run the tests with make test.",
                                     "It installs what is missing.",
                                     "Each stage scales on its own."]
 
@@ -319,3 +333,81 @@ async def test_one_shared_common_word_is_not_relevance():
     near = await gen.generate(GenerationRequest(query="How do I run the tests?",
                                                 passages=PASSAGES))
     assert near.cited == [2] and "make test" in near.text
+
+
+# ---------------------------------------------------------------- stopping a hopeless answer
+
+
+class CountingModel(ScriptedModel):
+    """Streams its text word by word and records how far it got before being stopped."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.sent = 0
+        self.closed = False
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[dict]:
+        try:
+            for word in self.text.split(" "):
+                self.sent += 1
+                yield {"delta": word + " "}
+            yield {"result": self._result(request)}
+        finally:
+            self.closed = True
+
+
+def counting_chain(model: CountingModel, stop_after: int | None = 2) -> FallbackGenerator:
+    config = GeneratorConfig(backend=ExtractiveGeneratorConfig(), max_tokens_cap=64,
+                             default_max_tokens=64,
+                             grounding=GroundingConfig(stop_after_unsupported=stop_after))
+    gen = FallbackGenerator.from_backends(config, [model],
+                                          grounded_fallback=ExtractiveGenerator(config))
+    gen.warm_up()
+    return gen
+
+
+INVENTED = ("PyTorch trains the racket model nightly. It was written in Fortran by NASA. "
+            "Lighthouse keepers tune its weights by hand. " * 5)
+
+
+@pytest.mark.parametrize("mode", ["whole", "stream"])
+async def test_an_answer_whose_first_two_claims_are_unsupported_is_stopped_and_replaced(mode):
+    model = CountingModel(INVENTED)
+    gen = counting_chain(model)
+    if mode == "whole":
+        result = await gen.generate(REQUEST)
+        shown = result.text
+    else:
+        items = [x async for x in gen.stream(REQUEST)]
+        result = items[-1]["result"]
+        shown = "".join(x["delta"] for x in items if "delta" in x)
+    words = len(INVENTED.split(" "))
+    assert model.closed and model.sent < words / 3  # decoding stopped after two sentences
+    assert result.backend == "extractive" and shown == result.text and "serve.batch" in result.text
+    assert [(a.backend, a.outcome) for a in result.attempts] == [
+        ("scripted-model", "ungrounded"), ("extractive", "ok")]
+    assert result.usage.completion_tokens > 0  # what the model spent before it was stopped
+    # stopping early off: the whole answer is read (as a whole), with the same outcome
+    late = await counting_chain(CountingModel(INVENTED), stop_after=None).generate(REQUEST)
+    assert late.text == result.text and late.attempts[0].outcome == "ungrounded"
+    assert late.unsupported_sentences > result.unsupported_sentences >= 2
+
+
+async def test_a_supported_first_sentence_keeps_the_whole_answer_read():
+    text = ("The embedder groups concurrent requests into one model call [1]. It was written "
+            "in Fortran by NASA. Lighthouse keepers tune it by hand. Run the tests with make "
+            "test [2].")
+    model = CountingModel(text)
+    result = await counting_chain(model).generate(REQUEST)
+    assert model.sent == len(text.split(" "))
+    assert result.backend == "scripted-model" and result.cited == [1, 2]
+    assert result.unsupported_sentences == 2
+
+
+def test_a_sentence_with_no_claim_of_its_own_does_not_count_toward_stopping():
+    gate = SentenceGate(PASSAGES, CFG)
+    gate.feed("Sure. Okay. Fine. It was written in Fortran by NASA. ")
+    assert not gate.hopeless(2)
+    gate.feed("Lighthouse keepers tune it by hand. ")
+    gate.flush()
+    assert gate.hopeless(2) and not gate.hopeless(None)

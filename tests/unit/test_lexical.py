@@ -94,7 +94,10 @@ def test_the_rerankers_lexical_fallback_uses_the_analyzer():
 
 
 def test_the_extractive_generator_uses_the_analyzer():
-    assert extractive._terms("Processes of querying: queries processed.") == {"process", "queri"}
+    from ragserve.generation.evidence import content_terms
+
+    assert extractive.content_terms is content_terms  # the one analysis of sentence words
+    assert content_terms("Processes of querying: queries processed.") == {"process", "queri"}
     assert isinstance(extractive.ExtractiveGenerator(ExtractiveGeneratorConfig()),
                       extractive.ExtractiveGenerator)
 

@@ -1,0 +1,187 @@
+"""The evidence inside passages (``ragserve.generation.evidence``): Markdown units (with a
+chunk that begins inside a code block), lexical and semantic scores, and how the chain hands
+semantic scores to the model's evidence and to the extractive answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragserve.config import (
+    EmbedderConfig,
+    EvidenceConfig,
+    ExtractiveGeneratorConfig,
+    GeneratorConfig,
+)
+from ragserve.embedding import SentenceTransformerEmbedder
+from ragserve.errors import ConfigurationError
+from ragserve.generation.chain import FallbackGenerator
+from ragserve.generation.evidence import (
+    SemanticEvidenceScorer,
+    combined_scores,
+    lexical_scores,
+    passage_units,
+    prose_sentences,
+)
+from ragserve.generation.extractive import ExtractiveGenerator
+from ragserve.generation.factory import build_generation_chain
+from ragserve.schemas import GenerationRequest, ScoredChunk
+
+
+def chunk(i: int, text: str, score: float = 1.0) -> ScoredChunk:
+    return ScoredChunk(chunk_id=f"c{i}", doc_id=f"d{i}", chunk_index=0, text=text, score=score)
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_units_have_kinds_in_order():
+    doc = ("## Caching\n\nEmbeddings are kept 7 days. Query results 1 hour.\n\n"
+           "| tier | ttl |\n|---|---|\n```python\nx = cache.get(key)\n```\n- Sessions: 30 min.\n")
+    assert [(u.kind, u.text) for u in passage_units(doc)] == [
+        ("heading", "Caching"),
+        ("prose", "Embeddings are kept 7 days."),
+        ("prose", "Query results 1 hour."),
+        ("table", "| tier | ttl |"),  # the |---| rule carries no words: left out
+        ("code", "x = cache.get(key)"),
+        ("prose", "Sessions: 30 min."),
+    ]
+
+
+def test_a_chunk_that_begins_inside_a_code_block_reads_its_prose_as_prose():
+    # Chunks overlap and are cut by tokens: this one starts in the middle of a ``` block.
+    cut = ('vectors = embedder.embed.remote(["some text"], "passage").result()\n```\n\n'
+           "The embedder batches concurrent requests into one model call.\n\n"
+           "```bash\nmake serve\n```\n")
+    units = passage_units(cut)
+    assert units[0].kind == "code"
+    assert prose_sentences(cut) == ["The embedder batches concurrent requests into one model call."]
+    # bare fences, no info string anywhere: the code-looking start decides
+    bare = 'app = serve.run(build_app())\n```\nThe ingress routes requests.\n'
+    assert prose_sentences(bare) == ["The ingress routes requests."]
+    # an even number of fences: the chunk starts outside a block
+    even = "Run it like this.\n```\nmake test\n```\nIt installs what is missing.\n"
+    assert prose_sentences(even) == ["Run it like this.", "It installs what is missing."]
+
+
+def test_lexical_scores_weight_rare_shared_words_higher():
+    units = [["The embedder batches requests.", "Unrelated words."],
+             ["Requests go to the ingress."]]
+    scores = lexical_scores("How does the embedder batch requests?", units)
+    assert scores[0][0] > scores[1][0] > 0 and scores[0][1] == 0
+    # "embedder" is in one passage of two, "request" in both: the rarer word counts more
+    only_request = lexical_scores("requests", units)
+    only_embedder = lexical_scores("embedder", units)
+    assert only_embedder[0][0] > only_request[0][0]
+
+
+def test_combined_scores_add_the_scaled_lexical_share_to_the_cosine():
+    assert combined_scores([[2.0, 0.0]], None, 0.5) == [[2.0, 0.0]]
+    assert combined_scores([[2.0, 1.0]], [[0.1, 0.3]], 0.5) == [[0.6, 0.55]]
+
+
+# ---------------------------------------------------------------- the extractive answer
+
+
+PASSAGES = [
+    chunk(1, "Ingestion is idempotent: chunk ids come from the content. Deleting a document "
+             "removes its chunks."),
+    chunk(2, "Raw queries are never logged; logs carry a short hash. Access logs show each "
+             "user's route and status."),
+]
+QUESTION = "Are user questions written to the logs?"
+
+
+async def test_the_extractive_answer_follows_semantic_scores_when_the_request_has_them():
+    gen = ExtractiveGenerator(ExtractiveGeneratorConfig(max_sentences=1))
+    gen.warm_up()
+    lexical = await gen.generate(GenerationRequest(query=QUESTION, passages=PASSAGES))
+    units = [[u.text for u in passage_units(p.text)] for p in PASSAGES]
+    scores = [[0.0] * len(u) for u in units]
+    scores[1][0] = 0.9  # what a model would say: "questions" are "queries"
+    semantic = await gen.generate(GenerationRequest(query=QUESTION, passages=PASSAGES,
+                                                    evidence_scores=scores))
+    assert semantic.text == "Raw queries are never logged; logs carry a short hash. [2]"
+    # shared words alone pick the access-log sentence ("user", "log")
+    assert lexical.text.startswith("Access logs show each user's route")
+    # scores for other passages (another count of units) are ignored, never misaligned
+    wrong = await gen.generate(GenerationRequest(query=QUESTION, passages=PASSAGES,
+                                                 evidence_scores=[[0.9]]))
+    assert wrong.text == lexical.text
+
+
+class _Scorer:
+    name = "fake"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def health(self) -> dict:
+        return {"model": "fake", "loaded": True}
+
+    def scores(self, query, units):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("scorer broke")
+        return [[0.9 if "queries" in u else 0.0 for u in us] for us in units]
+
+
+def _chain(scorer) -> FallbackGenerator:
+    config = GeneratorConfig(backend=ExtractiveGeneratorConfig(max_sentences=1))
+    chain = FallbackGenerator.from_backends(config, [ExtractiveGenerator(config)])
+    chain.warm_up()
+    chain.evidence_scorer = scorer
+    return chain
+
+
+async def test_the_chain_scores_once_and_every_backend_reads_the_scores():
+    scorer = _Scorer()
+    chain = _chain(scorer)
+    whole = await chain.generate(GenerationRequest(query=QUESTION, passages=PASSAGES))
+    assert whole.text.startswith("Raw queries are never logged") and scorer.calls == 1
+    streamed = [x async for x in chain.stream(GenerationRequest(query=QUESTION,
+                                                                passages=PASSAGES))]
+    assert streamed[-1]["result"].text == whole.text and scorer.calls == 2
+
+
+async def test_a_failing_scorer_leaves_the_lexical_answer():
+    chain = _chain(_Scorer(fail=True))
+    lexical = await _chain(None).generate(GenerationRequest(query=QUESTION, passages=PASSAGES))
+    answer = await chain.generate(GenerationRequest(query=QUESTION, passages=PASSAGES))
+    assert answer.text == lexical.text and answer.cited
+
+
+def test_a_scorer_that_cannot_load_is_reported_and_left_out():
+    config = GeneratorConfig(
+        backend=ExtractiveGeneratorConfig(),
+        evidence=EvidenceConfig(model=EmbedderConfig(model="/nonexistent/model/folder")))
+    with pytest.raises(ConfigurationError, match="without a text encoder"):
+        build_generation_chain(config)  # a model set, and nothing to load it with
+    chain = build_generation_chain(config, text_encoder=SentenceTransformerEmbedder)
+    chain.warm_up()  # the extractive backend still serves
+    assert chain.evidence_scorer is None
+    health = chain.health()["evidence_scorer"]
+    assert health["model"] == "/nonexistent/model/folder" and health["error"]
+
+
+# ---------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow
+def test_the_bundled_minilm_finds_the_paraphrase_and_caches_unit_vectors():
+    scorer = SemanticEvidenceScorer(EmbedderConfig(runtime="onnx", quantize="int8",
+                                                   torch_threads=1),
+                                    SentenceTransformerEmbedder, cache_size=4)
+    units = [[u.text for u in passage_units(p.text)] for p in PASSAGES]
+    scores = scorer.scores(QUESTION, units)
+    flat = sorted(((s, u) for su, uu in zip(scores, units) for s, u in zip(su, uu)),
+                  reverse=True)
+    assert flat[0][1] == "Raw queries are never logged; logs carry a short hash."
+    assert all(-1.0 <= s <= 1.0 for s, _ in flat)
+    assert scorer.health()["cached_units"] == 4  # bounded: 4 units, the least recent out
+    again = scorer.scores(QUESTION, units)
+    assert [x for row in again for x in row] == pytest.approx(
+        [x for row in scores for x in row], abs=1e-5)
