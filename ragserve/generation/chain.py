@@ -398,8 +398,7 @@ class FallbackGenerator:
             until = self._share_end(members[i + 1:], deadline)
             try_started = [started]  # when the last try of ``m`` began
             # A gate per try, fed as the answer streams in when an answer may be stopped early.
-            early = (self.config.grounding.stop_after_unsupported
-                     if self._gate(m, request) is not None else None)
+            early = self.config.grounding.stop_after_unsupported if self._checked(m) else None
             gates: list[SentenceGate | None] = [None]
 
             async def call(timeout: float, m: ChainMember = m) -> GenerationResult:
@@ -435,11 +434,16 @@ class FallbackGenerator:
 
     # ------------------------------------------------------------------ grounding
 
+    def _checked(self, m: ChainMember) -> bool:
+        """Whether ``m``'s answers are checked: not with grounding off, nor for the extractive
+        backend (its sentences are the passages' own)."""
+        return (self.grounded_fallback is not None
+                and m.backend.name != self.grounded_fallback.name)
+
     def _gate(self, m: ChainMember, request: GenerationRequest) -> SentenceGate | None:
         """A sentence gate over the passages ``m`` puts in its prompt; None when its answers
-        need no check (grounding off, or the extractive backend: its sentences are the
-        passages' own)."""
-        if self.grounded_fallback is None or m.backend.name == self.grounded_fallback.name:
+        need no check (``_checked``)."""
+        if not self._checked(m):
             return None
         plan = getattr(m.backend, "plan", None)
         passages: list[ScoredChunk] = (plan(request).passages if plan is not None
