@@ -30,6 +30,11 @@ def served(tmp_path_factory, model_cache):
     args["retriever"]["config"]["path"] = str(tmp / "qdrant")
     args["generator"]["config"]["backend"]["cache_dir"] = str(model_cache)
     args["generator"]["config"]["default_max_tokens"] = 16
+    # the config's commented-out evidence model, on: loaded in the generator's replica with
+    # the embedder's encoder (deployments/generator.py)
+    args["generator"]["config"]["evidence"]["model"] = {
+        "model": "sentence-transformers/all-MiniLM-L6-v2", "runtime": "onnx",
+        "quantize": "int8", "torch_threads": 1, "max_seq_length": 128}
     path = tmp / "local.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
