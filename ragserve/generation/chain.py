@@ -448,7 +448,7 @@ class FallbackGenerator:
         plan = getattr(m.backend, "plan", None)
         passages: list[ScoredChunk] = (plan(request).passages if plan is not None
                                        else list(request.passages))
-        return SentenceGate(passages, self.config.grounding)
+        return SentenceGate(passages, self.config.grounding, request.query)
 
     async def _after_gate(self, gate: SentenceGate, result: GenerationResult,
                           request: GenerationRequest, attempts: list[GenerationAttempt],

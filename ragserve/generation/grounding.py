@@ -4,7 +4,8 @@ A model's answer is read sentence by sentence. Each sentence's content words (th
 lexical analysis: ``ragserve.lexical``) are looked up in the passages it cites; a sentence
 citing nothing is attributed to the passage that covers it best, and gets that passage's
 ``[n]``. A sentence is **supported** when the passage(s) it rests on hold at least
-``min_support`` of its content words and every number it states. Unsupported sentences are
+``min_support`` of its content words and every number it states; one made only of the
+question's own words restates it and is never supported. Unsupported sentences are
 dropped; an answer with no supported sentence left is not served as grounded: the generator
 answers with the passages' own sentences instead (the extractive backend, always cited),
 and the attempt list says why.
@@ -100,11 +101,22 @@ class _PassageIndex:
         self.numbers = [_numbers(t) for t in self.texts]
 
 
-def _judge(sentence: str, index: _PassageIndex, config: GroundingConfig) -> SentenceVerdict:
+# Words a model uses to frame a restated question ("Question: …", "The answer is …").
+_META = frozenset(_terms("question answer asked"))
+
+
+def _judge(sentence: str, index: _PassageIndex, config: GroundingConfig,
+           question: frozenset[str] = frozenset()) -> SentenceVerdict:
     terms = _terms(sentence)
     numbers = _numbers(sentence)
     n = len(index.texts)
     cited = extract_citations(sentence, n)
+    if not terms and not numbers:  # a bare marker or punctuation says nothing
+        return SentenceVerdict(sentence, False, cited, 0.0, claim=False)
+    if terms - _META <= question and not numbers:
+        # Only the question's own words ("Question: can I measure retrieval quality?"): it
+        # restates what was asked and answers nothing, whatever it cites.
+        return SentenceVerdict(sentence, False, cited, 0.0, claim=False)
 
     def coverage(ps: list[int]) -> float:
         if not terms:
@@ -140,15 +152,17 @@ class SentenceGate:
     answer releases, ``verdict()`` the outcome. ``ground_answer`` runs the same gate over a
     whole answer at once."""
 
-    def __init__(self, passages: list[ScoredChunk], config: GroundingConfig) -> None:
+    def __init__(self, passages: list[ScoredChunk], config: GroundingConfig,
+                 question: str = "") -> None:
         self.config = config
         self.index = _PassageIndex(passages)
+        self.question = frozenset(_terms(question))
         self.buffer = ""
         self.verdicts: list[SentenceVerdict] = []
         self.released: list[str] = []
 
     def _release(self, sentence: str) -> str:
-        verdict = _judge(sentence, self.index, self.config)
+        verdict = _judge(sentence, self.index, self.config, self.question)
         self.verdicts.append(verdict)
         if not verdict.supported:
             return ""
@@ -185,8 +199,9 @@ class SentenceGate:
         return len(claims) >= after
 
 
-def ground_answer(text: str, passages: list[ScoredChunk], config: GroundingConfig) -> Grounded:
-    gate = SentenceGate(passages, config)
+def ground_answer(text: str, passages: list[ScoredChunk], config: GroundingConfig,
+                  question: str = "") -> Grounded:
+    gate = SentenceGate(passages, config, question)
     gate.feed(text)
     gate.flush()
     return gate.verdict()

@@ -411,3 +411,14 @@ def test_a_sentence_with_no_claim_of_its_own_does_not_count_toward_stopping():
     gate.feed("Lighthouse keepers tune it by hand. ")
     gate.flush()
     assert gate.hopeless(2) and not gate.hopeless(None)
+
+
+def test_a_sentence_that_only_restates_the_question_is_not_an_answer():
+    question = "How does the embedder batch requests?"
+    echo = ground_answer("Question: how does the embedder batch requests? [1]", PASSAGES, CFG,
+                         question)
+    assert not echo.grounded and not echo.sentences[0].claim
+    # the same words with something of its own, supported by the passage: kept
+    real = ground_answer("The embedder batches requests with serve.batch [1].", PASSAGES, CFG,
+                         question)
+    assert real.grounded
