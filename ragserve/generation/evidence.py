@@ -101,52 +101,34 @@ def _starts_inside_fence(lines: list[str]) -> bool:
 def passage_units(text: str) -> list[Unit]:
     """``text`` as the units an answer can rest on, in order: prose sentences, table rows,
     code lines (fences left out) and headings; blank lines and lines of only punctuation
-    are left out. Prose wrapped over several lines is joined first (a paragraph, or one list
-    item with its continuation lines), so a sentence is whole however the file is wrapped."""
+    are left out."""
     lines = text.splitlines()
     fenced = _starts_inside_fence(lines)
     out: list[Unit] = []
-    paragraph: list[str] = []
-
-    def end_paragraph() -> None:
-        if paragraph:
-            joined = " ".join(paragraph)
-            out.extend(Unit(x.strip(), "prose") for x in _SENTENCE_END.split(joined)
-                       if x.strip())
-            paragraph.clear()
-
     for line in lines:
         stripped = line.strip()
         if _FENCE.match(line):
-            end_paragraph()
             fenced = not fenced
             continue
         if not stripped or not any(c.isalnum() for c in stripped):
-            end_paragraph()
             continue
         if fenced or line.startswith("    "):
-            end_paragraph()
             out.append(Unit(stripped, "code"))
         elif stripped.startswith("|"):
-            end_paragraph()
             out.append(Unit(stripped, "table"))
         elif stripped.startswith("#"):
-            end_paragraph()
             out.append(Unit(stripped.lstrip("#").strip(), "heading"))
         elif stripped.startswith("<!--"):
-            end_paragraph()
+            continue
         else:
-            item = _BULLET.match(stripped)
-            if item:  # a list item starts a paragraph of its own
-                end_paragraph()
-                stripped = stripped[item.end():]
+            stripped = _BULLET.sub("", stripped)
             wordy = sum(c.isalpha() or c.isspace() for c in stripped)
-            if wordy < 0.6 * len(stripped):
-                end_paragraph()
-                out.append(Unit(stripped, "code"))
+            kind: UnitKind = "prose" if wordy >= 0.6 * len(stripped) else "code"
+            if kind == "code":
+                out.append(Unit(stripped, kind))
             else:
-                paragraph.append(stripped)
-    end_paragraph()
+                out += [Unit(x.strip(), "prose") for x in _SENTENCE_END.split(stripped)
+                        if x.strip()]
     return out
 
 

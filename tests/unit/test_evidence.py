@@ -186,16 +186,3 @@ def test_the_bundled_minilm_finds_the_paraphrase_and_caches_unit_vectors():
     assert [x for row in again for x in row] == pytest.approx(
         [x for row in scores for x in row], abs=1e-5)
 
-
-def test_prose_wrapped_over_lines_is_read_as_whole_sentences():
-    doc = ("The embedder batches concurrent requests: up to 32 texts\n"
-           "share one model call. It waits at most 5 ms\nfor more.\n"
-           "- A list item that wraps\n  onto a second line.\n- Another item.\n\n"
-           "A new paragraph.\n")
-    assert prose_sentences(doc) == [
-        "The embedder batches concurrent requests: up to 32 texts share one model call.",
-        "It waits at most 5 ms for more.",
-        "A list item that wraps onto a second line.",
-        "Another item.",
-        "A new paragraph.",
-    ]
