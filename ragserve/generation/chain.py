@@ -213,12 +213,16 @@ class FallbackGenerator:
             "chain": [m.snapshot() for m in self.members],
             **({"simple": self.simple.snapshot()} if self.simple else {}),
             **({"routes": dict(self.router.counts)} if self.router else {}),
-            **({"evidence_scorer": {**self.evidence_scorer.health(), "error": None}}
-               if self.evidence_scorer is not None else
-               {"evidence_scorer": {"model": self.config.evidence.model.model,
-                                    "error": self.evidence_error}}
+            **({"evidence_scorer": self._scorer_health()}
                if self.config.evidence.model is not None else {}),
         }
+
+    def _scorer_health(self) -> dict:
+        """The configured evidence scorer: loaded and in use, or why not."""
+        if self.evidence_scorer is not None:
+            return {**self.evidence_scorer.health(), "error": None}
+        return {"model": self.config.evidence.model.model, "loaded": False,
+                "error": self.evidence_error}
 
     async def _with_evidence(self, request: GenerationRequest) -> GenerationRequest:
         """``request`` with its units' semantic scores, when the chain has a scorer."""

@@ -45,6 +45,8 @@ __all__ = [
     "content_terms",
     "lexical_scores",
     "combined_scores",
+    "Evidence",
+    "read_evidence",
     "SemanticEvidenceScorer",
 ]
 
@@ -140,16 +142,46 @@ def prose_sentences(text: str) -> list[str]:
 def lexical_scores(query: str, units: Sequence[Sequence[str]]) -> list[list[float]]:
     """Per passage, per unit: the IDF-weighted (over these passages) question content words
     the unit shares."""
-    n_docs = max(1, len(units))
-    passage_terms = [set().union(*(content_terms(u) for u in us)) if us else set()
-                     for us in units]
+    return _lexical(content_terms(query), [[content_terms(u) for u in us] for us in units])
+
+
+def _lexical(wanted: set[str], terms: list[list[set[str]]]) -> list[list[float]]:
+    n_docs = max(1, len(terms))
     df: dict[str, int] = {}
-    for terms in passage_terms:
-        for t in terms:
+    for ts in terms:
+        for t in set().union(*ts) if ts else ():
             df[t] = df.get(t, 0) + 1
+    return [[sum(math.log(1.0 + n_docs / df.get(t, 1)) for t in wanted & unit) for unit in ts]
+            for ts in terms]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A request's passages read unit by unit, and how much each unit bears on the question."""
+
+    units: list[list[Unit]]
+    """Per passage, its units (``passage_units``)."""
+    shared: list[list[int]]
+    """Per passage, per unit: how many of the question's content words it holds."""
+    scores: list[list[float]]
+    """Per passage, per unit: the lexical score, plus the cosine when there is one."""
+    semantic: list[list[float]] | None
+    """Per passage, per unit: the cosine to the question; None without a scorer."""
+
+
+def read_evidence(query: str, texts: Sequence[str],
+                  semantic: list[list[float]] | None, lexical_weight: float) -> Evidence:
+    """``texts`` (the passages, in order) read unit by unit and scored. ``semantic`` scores
+    made for other passages (another count of units) are ignored, never misaligned."""
+    units = [passage_units(t) for t in texts]
+    if semantic is not None and [len(x) for x in semantic] != [len(x) for x in units]:
+        semantic = None
     wanted = content_terms(query)
-    return [[sum(math.log(1.0 + n_docs / df.get(t, 1)) for t in wanted & content_terms(u))
-             for u in us] for us in units]
+    terms = [[content_terms(u.text) for u in us] for us in units]
+    lexical = _lexical(wanted, terms)
+    return Evidence(units=units, shared=[[len(wanted & t) for t in ts] for ts in terms],
+                    scores=combined_scores(lexical, semantic, lexical_weight),
+                    semantic=semantic)
 
 
 def combined_scores(lexical: list[list[float]], semantic: list[list[float]] | None,

@@ -12,7 +12,7 @@ from ragserve.generation.prompt import (
     NO_PASSAGES_ANSWER,
     PromptPlan,
     TiktokenBudgeting,
-    evidence_scores,
+    evidence_of,
     looks_like_instruction,
 )
 from ragserve.schemas import GenerationRequest, GenerationResult
@@ -59,35 +59,28 @@ class ExtractiveGenerator(TiktokenBudgeting):
     def _select(self, request: GenerationRequest, plan: PromptPlan) -> list[tuple[int, str]]:
         """(passage number, sentence) pairs, in passage then sentence order: the prose
         sentences of the passages in ``plan`` (read whole, even when the plan shows a model
-        only their best sentences), ranked by ``prompt.evidence_scores``."""
-        units, scores, semantic = evidence_scores(request, self.config.evidence.lexical_weight)
-        where = {id(p): i for i, p in enumerate(request.passages)}
-        by_chunk = {p.chunk_id: i for i, p in enumerate(request.passages)}
-        candidates, shown, similar = [], [], False
-        for n, p in enumerate(plan.passages, start=1):
-            i = where.get(id(p), by_chunk.get(p.chunk_id))
-            if i is None:
-                continue
-            shown += units[i]
-            if semantic is not None:
-                similar |= max(semantic[i], default=-1.0) >= self.backend_config.min_similarity
-            # only prose is quoted; retrieved text is data: never echo an injection
-            candidates += [(scores[i][j], n, j, u.text) for j, u in enumerate(units[i])
-                           if u.kind == "prose" and not looks_like_instruction(u.text)]
-        if not candidates:
-            return []
+        only their best sentences), ranked by their evidence scores."""
+        ev = plan.evidence or evidence_of(request, self.config.evidence.lexical_weight)
         query_terms = content_terms(request.query)
-        # Relevant only if some unit (a table row or code line counts) holds enough of what
-        # the question asks about — one shared common word ("use", "run") is not an answer —
-        # or, with semantic scores, says something close to it.
         need = max(1.0, self.backend_config.min_query_coverage * len(query_terms))
-        if not similar and not any(len(query_terms & content_terms(u.text)) >= need
-                                   for u in shown):
+        candidates, relevant = [], False
+        for n, i in enumerate(plan.indices, start=1):
+            # Relevant only if some unit (a table row or code line counts) holds enough of
+            # what the question asks about — one shared common word ("use", "run") is not an
+            # answer — or, with semantic scores, says something close to it.
+            relevant = relevant or max(ev.shared[i], default=0) >= need or (
+                ev.semantic is not None
+                and max(ev.semantic[i], default=-1.0) >= self.backend_config.min_similarity)
+            # only prose is quoted; retrieved text is data: never echo an injection
+            candidates += [(ev.scores[i][j], n, j, u.text) for j, u in enumerate(ev.units[i])
+                           if u.kind == "prose" and ev.scores[i][j] > 0
+                           and not looks_like_instruction(u.text)]
+        if not relevant:
             return []
-        best = [x for x in candidates if x[0] > 0]
         # Ties in score go to the better passage (plan order), then the earlier sentence.
-        best.sort(key=lambda x: (-x[0], x[1], x[2]))
-        picked = sorted(best[: self.backend_config.max_sentences], key=lambda x: (x[1], x[2]))
+        candidates.sort(key=lambda x: (-x[0], x[1], x[2]))
+        picked = sorted(candidates[: self.backend_config.max_sentences],
+                        key=lambda x: (x[1], x[2]))
         return [(n, s) for _, n, _, s in picked]
 
     def _answer(self, request: GenerationRequest) -> GenerationResult:

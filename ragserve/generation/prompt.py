@@ -14,13 +14,7 @@ from typing import Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError
-from ragserve.generation.evidence import (
-    Unit,
-    combined_scores,
-    content_terms,
-    lexical_scores,
-    passage_units,
-)
+from ragserve.generation.evidence import Evidence, content_terms, read_evidence
 from ragserve.schemas import GenerationRequest, GenerationResult, ScoredChunk, Usage
 from ragserve.tokens import count_tokens, get_encoding
 
@@ -39,7 +33,7 @@ __all__ = [
     "looks_like_instruction",
     "NO_PASSAGES_ANSWER",
     "select_evidence",
-    "evidence_scores",
+    "evidence_of",
     "content_terms",
 ]
 
@@ -87,6 +81,10 @@ class PromptPlan:
     max_tokens: int
     notes: list[str] = field(default_factory=list)
     """What the plan changed about the request (``GenerationResult.warnings``)."""
+    indices: list[int] = field(default_factory=list)
+    """Where each of ``passages`` stands in the request's passages."""
+    evidence: Evidence | None = None
+    """The request's passages read unit by unit (``plan_prompt``, when it selects evidence)."""
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         return Usage(
@@ -276,6 +274,7 @@ def build_prompt(
         passages_dropped=len(request.passages) - len(kept),
         prompt_tokens=total(messages),
         max_tokens=max_tokens,
+        indices=kept,
     )
 
 
@@ -299,19 +298,11 @@ def select_evidence(passage: ScoredChunk, units: list[str], scores: list[float],
     return passage.model_copy(update={"text": " ".join(parts)})
 
 
-def evidence_scores(request: GenerationRequest, lexical_weight: float
-                    ) -> tuple[list[list[Unit]], list[list[float]], list[list[float]] | None]:
-    """Every passage's units (``evidence.passage_units``, any kind), their scores — the
-    request's semantic ones (``GenerationRequest.evidence_scores``, set by the chain's
-    scorer) combined with the lexical ones, or the lexical ones alone — and the semantic
-    ones (None when the request has none for these passages)."""
-    units = [passage_units(p.text) for p in request.passages]
-    semantic = request.evidence_scores
-    if semantic is not None and [len(x) for x in semantic] != [len(x) for x in units]:
-        semantic = None  # scored for other passages: never misalign
-    texts = [[u.text for u in us] for us in units]
-    return units, combined_scores(lexical_scores(request.query, texts), semantic,
-                                  lexical_weight), semantic
+def evidence_of(request: GenerationRequest, lexical_weight: float) -> Evidence:
+    """``request``'s passages read unit by unit and scored, with the request's semantic scores
+    (``GenerationRequest.evidence_scores``, set by the chain's scorer) when it has them."""
+    return read_evidence(request.query, [p.text for p in request.passages],
+                         request.evidence_scores, lexical_weight)
 
 
 def plan_prompt(
@@ -325,11 +316,12 @@ def plan_prompt(
     """``build_prompt`` with the limits of a generator config (every backend calls this)."""
     max_tokens = resolve_max_tokens(request.max_tokens, config)
     keep = config.evidence.sentences_per_passage
+    evidence = None
     if keep is not None:
-        units, scores, _ = evidence_scores(request, config.evidence.lexical_weight)
+        evidence = evidence_of(request, config.evidence.lexical_weight)
         request = request.model_copy(update={"passages": [
             select_evidence(p, [x.text for x in u], s, keep)
-            for p, u, s in zip(request.passages, units, scores)]})
+            for p, u, s in zip(request.passages, evidence.units, evidence.scores)]})
     plan = build_prompt(
         request,
         system_prompt=config.system_prompt,
@@ -339,6 +331,7 @@ def plan_prompt(
         message_overhead=message_overhead,
         reply_overhead=reply_overhead,
     )
+    plan.evidence = evidence
     if request.max_tokens is not None and request.max_tokens > max_tokens:
         plan.notes.append(f"max_tokens {request.max_tokens} reduced to this service's cap of "
                           f"{max_tokens}")

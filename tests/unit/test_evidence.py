@@ -186,3 +186,21 @@ def test_the_bundled_minilm_finds_the_paraphrase_and_caches_unit_vectors():
     assert [x for row in again for x in row] == pytest.approx(
         [x for row in scores for x in row], abs=1e-5)
 
+
+
+async def test_the_extractive_answer_reads_the_passages_the_plan_kept_by_their_place():
+    # the long, low-scored middle passage does not fit: the plan keeps the first and third,
+    # numbered [1] and [2], and the answer quotes the third's sentence as [2]
+    passages = [
+        chunk(1, "Ingestion is idempotent: chunk ids come from the content.", 0.9),
+        chunk(2, "Lighthouse keepers log the weather. " * 200, 0.1),
+        chunk(3, "Raw queries are never logged; logs carry a short hash.", 0.8),
+    ]
+    gen = ExtractiveGenerator(ExtractiveGeneratorConfig(context_window=400, max_sentences=1))
+    gen.warm_up()
+    request = GenerationRequest(query="Are raw queries logged?", passages=passages,
+                                max_tokens=64)
+    plan = gen.plan(request)
+    assert plan.indices == [0, 2] and plan.passages_dropped == 1
+    answer = await gen.generate(request)
+    assert answer.text == "Raw queries are never logged; logs carry a short hash. [2]"

@@ -278,19 +278,20 @@ async def test_streamed_and_whole_responses_agree_through_the_pipeline():
 
 
 def test_evidence_keeps_the_sentences_that_bear_on_the_question_in_order():
-    from ragserve.generation.prompt import evidence_scores, select_evidence
+    from ragserve.generation.prompt import evidence_of, select_evidence
 
     long = chunk(9, "Intro text here. The embedder batches requests with serve.batch. "
                     "Unrelated words follow.\nMore filler. Batches wait 5 ms for requests.", 1.0)
     request = GenerationRequest(query="How does the embedder batch requests?",
                                 passages=[long, PASSAGES[0]])
-    units, scores, semantic = evidence_scores(request, lexical_weight=0.5)
-    assert semantic is None
-    cut = select_evidence(long, [u.text for u in units[0]], scores[0], 2)
+    ev = evidence_of(request, lexical_weight=0.5)
+    assert ev.semantic is None and ev.shared[0] == [0, 3, 0, 0, 2]
+    cut = select_evidence(long, [u.text for u in ev.units[0]], ev.scores[0], 2)
     assert cut.text == ("… The embedder batches requests with serve.batch. … "
                         "Batches wait 5 ms for requests.")
     assert cut.chunk_id == long.chunk_id
-    short = [u.text for u in units[1]]
+    short = [u.text for u in ev.units[1]]
+    scores = ev.scores
     assert select_evidence(PASSAGES[0], short, scores[1], 2) is PASSAGES[0]  # short: as it is
 
 
