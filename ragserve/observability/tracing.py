@@ -2,7 +2,8 @@
 
 Each process (the ingress replica, every stage replica) calls ``configure_tracing`` once; it
 builds a private ``TracerProvider`` (Serve's own tracing, when an operator turns it on, keeps
-the global one) exporting over OTLP/HTTP in the background. The W3C context crosses handle
+the global one) exporting over OTLP/HTTP in the background (``otlp.SpanExporter``: the SDK's
+exporter with a direct protobuf encoder). The W3C context crosses handle
 calls as a plain ``traceparent`` carrier (``inject``/``extract``): the stage clients send it,
 the replica side (``deployments/_observed.py``) starts its span under it.
 
@@ -42,11 +43,12 @@ def configure_tracing(config: TracingConfig | None, *, component: str) -> bool:
     global _tracer, _provider, _enabled
     if config is None or not config.enabled or _enabled:
         return _enabled
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from ragserve.observability.otlp import SpanExporter
 
     resource = Resource.create({
         "service.name": config.service_name,
@@ -56,7 +58,7 @@ def configure_tracing(config: TracingConfig | None, *, component: str) -> bool:
     })
     _provider = TracerProvider(resource=resource,
                                sampler=ParentBased(TraceIdRatioBased(config.sampling_ratio)))
-    exporter = OTLPSpanExporter(
+    exporter = SpanExporter(
         endpoint=config.otlp_endpoint,
         headers={k: v.get_secret_value() for k, v in config.headers.items()}, timeout=5)
     # Spans leave in the background, in batches, within half a second.
