@@ -2,6 +2,7 @@
 on and tracing at its default sampling, and with every request traced, in one run.
 
     .venv/bin/python benchmarks/bench_observability.py [--seconds 5] [--rounds 12] [--clients 16]
+    .venv/bin/python benchmarks/bench_observability.py --mixed [--seconds 10] [--rounds 12]
 
 ``configs/local.yaml``'s graph without a generator (``build_search_app``; the query cache off so
 every request runs the stages), deployed three times side by side, one application per setting
@@ -13,7 +14,19 @@ minutes, and no setting is always first. (This machine's speed drifts by 1.3-2x 
 redeploying a setting per round, as this benchmark did before 2026-12-03, measured the drift as
 much as the setting.)
 
-Figures per setting and round: req/s, p50, p95 (ms), and the CPU time per request of the
+``--mixed`` takes the drift out altogether: every client sends its requests to the three
+settings in turn, so the three share every moment of the machine, fast or slow. Per round and
+setting it reports p50, p95 and the CPU time per request of that setting's own replicas (its
+ingress and retriever), and once per round the CPU per request of the processes the settings
+share (Serve's proxy, haproxy, the controller, the load). A setting's cost is its replicas' CPU
+per request above "off"'s, as a share of a whole request's (off's replicas plus the shared
+processes); on a CPU-bound machine that share is the capacity it takes. Req/s is not split by
+setting in this mode (the clients split their requests evenly), and the latencies it prints are
+not a deployment's own: the settings' replicas compete for the same two cores, the kernel
+shares the CPU between them evenly, and a setting that needs a few per cent more CPU per
+request queues far more than it would alone — the summary compares CPU only.
+
+Figures per setting and round (turns): req/s, p50, p95 (ms), and the CPU time per request of the
 processes that serve it (its application's replicas, Serve's proxy, haproxy and controller,
 and this process — the load and the receiver). The summary gives each setting against "off"
 as the median of the per-round ratios with their interquartile range, and the spans exported
@@ -40,6 +53,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_graph import load  # noqa: E402
 from benchmarks.common import QUESTIONS, RAY_ENV, ROOT, free_port  # noqa: E402
+from ragserve.config import TracingConfig  # noqa: E402
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -95,6 +109,9 @@ def settings(endpoint: str) -> dict[str, dict]:
     }
 
 
+EXPORT_WAIT_S = TracingConfig().export_delay_s + 1.0
+"""Long enough for every span finished so far to have been sent (the default export delay)."""
+
 LABELS = {"off": "off", "default": "on, default sampling", "traced": "on, 100% traced"}
 _SHARED = ("ProxyActor", "ServeController", "haproxy", "raylet", "gcs_server", "DashboardAgent",
            "dashboard/agent.py", "runtime_env/agent")
@@ -133,6 +150,104 @@ def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float
     return {name: round(v / max(requests, 1) * 1000, 3) for name, v in per.most_common()}
 
 
+def replica_cpu(app: str) -> dict[int, float]:
+    """pid -> CPU seconds of ``app``'s own replicas (its ingress and stages)."""
+    return {pid: t for pid, (name, t) in cpu_seconds(app).items()
+            if name not in _SHARED and name != "this (load, receiver)"}
+
+
+def shared_cpu() -> dict[int, float]:
+    """pid -> CPU seconds of what every application shares (Serve, Ray, the load)."""
+    return {pid: t for pid, (name, t) in cpu_seconds("-none-").items()}
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before[pid] for pid, t in after.items() if pid in before)
+
+
+async def mixed_load(url: str, paths: dict[str, str], queries: list[str], clients: int,
+                     seconds: float) -> dict[str, dict]:
+    """``clients`` clients for ``seconds``, each sending its requests to the settings in turn
+    (client k's j-th request to setting (k + j) mod n): every setting is served throughout."""
+    keys = list(paths)
+    lat: dict[str, list[float]] = {k: [] for k in keys}
+    errors: Counter = Counter()
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(
+            max_connections=clients, max_keepalive_connections=clients)) as c:
+        async def worker(k: int) -> None:
+            j = 0
+            while time.monotonic() < deadline:
+                key = keys[(k + j) % len(keys)]
+                t = time.perf_counter()
+                try:
+                    r = await c.post(paths[key], json={"query": queries[(k + j * clients)
+                                                                          % len(queries)]})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    lat[key].append((time.perf_counter() - t) * 1000)
+                else:
+                    errors[key] += 1
+                j += 1
+
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+    return {k: {"n": len(v), "errors": errors[k],
+                "p50": statistics.median(v) if v else 0.0,
+                "p95": statistics.quantiles(v, n=20)[18] if len(v) > 1 else 0.0}
+            for k, v in lat.items()}
+
+
+def run_mixed(url: str, setups: dict, rounds: int, clients: int, seconds: float) -> list[dict]:
+    """Rounds of the mixed load; per round and setting: latencies and replica CPU/request."""
+    out = []
+    for r in range(rounds):
+        before = {k: replica_cpu(f"obs-{k}") for k in setups}
+        shared0 = shared_cpu()
+        res = asyncio.run(mixed_load(url, {k: f"/{k}/v1/search" for k in setups},
+                                     list(QUESTIONS), clients, seconds))
+        shared = _spent(shared0, shared_cpu())
+        total = sum(x["n"] + x["errors"] for x in res.values())
+        for k in setups:
+            res[k]["cpu_ms"] = _spent(before[k], replica_cpu(f"obs-{k}")) \
+                / max(res[k]["n"] + res[k]["errors"], 1) * 1000
+        res["shared_cpu_ms"] = shared / max(total, 1) * 1000
+        out.append(res)
+        print(f"round {r + 1:2d} " + "  ".join(
+            f"{k}: p50 {res[k]['p50']:6.1f} p95 {res[k]['p95']:6.1f} ms "
+            f"CPU {res[k]['cpu_ms']:.2f} ms (n {res[k]['n']}, err {res[k]['errors']})"
+            for k in setups) + f"  shared {res['shared_cpu_ms']:.2f} ms/request", flush=True)
+    return out
+
+
+def report_mixed(rounds: list[dict], setups: dict, spans: Counter, args) -> None:
+    print(f"\n/v1/search, {args.clients} clients sending to the three settings in turn, "
+          f"{args.seconds:g} s x {args.rounds} rounds; {_Sink.received} span exports received")
+    for key in setups:
+        p50 = statistics.median(x[key]["p50"] for x in rounds)
+        p95 = statistics.median(x[key]["p95"] for x in rounds)
+        cpu = statistics.median(x[key]["cpu_ms"] for x in rounds)
+        line = (f"{LABELS[key]:22s} median p50 {p50:6.1f}  p95 {p95:6.1f} ms  "
+                f"replica CPU/request {cpu:.2f} ms")
+        if key == "off":
+            whole = statistics.median(x["off"]["cpu_ms"] + x["shared_cpu_ms"] for x in rounds)
+            line += f" (a whole request, shared processes included: {whole:.2f} ms)"
+        else:
+            def q(f):
+                lo, m, hi = quartiles([f(x) for x in rounds])
+                return f"{m:+.1%} [{lo:+.1%}, {hi:+.1%}]"
+            line += ("\n    vs off, per-round, median [interquartile range]: replica CPU "
+                     + q(lambda x: x[key]["cpu_ms"] / x["off"]["cpu_ms"] - 1)
+                     + "; added CPU as a share of a whole request "
+                     + q(lambda x: (x[key]["cpu_ms"] - x["off"]["cpu_ms"])
+                         / (x["off"]["cpu_ms"] + x["shared_cpu_ms"])))
+            n = sum(x[key]["n"] for x in rounds)
+            mine = sum(v for (service, _), v in spans.items() if service == f"ragserve-{key}")
+            line += f"\n    spans per request: {mine / max(n, 1):.3f}"
+        print(line)
+
+
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return q[0], statistics.median(xs), q[2]
@@ -143,6 +258,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5, help="one setting's load per round")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--mixed", action="store_true",
+                    help="every client sends to the three settings in turn (see above)")
     args = ap.parse_args()
 
     import ray
@@ -164,7 +281,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Three applications' replicas reserve three times the CPUs one does: Ray is told of
-    # enough logical CPUs for all of them (only one application is under load at a time).
+    # enough logical CPUs for all of them.
     ray.init(num_cpus=3 * (os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              runtime_env=RAY_ENV)
     serve.start(http_options={"host": "127.0.0.1", "port": port},
@@ -183,10 +300,12 @@ def main() -> int:
                     c.post(f"/{key}/v1/documents",
                            json={"documents": docs[i:i + 32]}).raise_for_status()
             asyncio.run(load(url, f"/{key}/v1/search", list(QUESTIONS), 4, 3, {}))  # warm up
-        time.sleep(1.0)  # the warm-ups' spans leave (500 ms export schedule)
+        time.sleep(EXPORT_WAIT_S)  # the warm-ups' spans leave (export_delay_s)
         _Sink.spans()
-        keys = list(setups)
-        for r in range(args.rounds):
+        keys = list(setups) if not args.mixed else []
+        mixed = run_mixed(url, setups, args.rounds, args.clients, args.seconds) \
+            if args.mixed else []
+        for r in range(args.rounds if keys else 0):
             order = keys[r % len(keys):] + keys[:r % len(keys)]
             for key in order:
                 before = cpu_seconds(f"obs-{key}")
@@ -201,12 +320,16 @@ def main() -> int:
                       f"CPU/request {sum(cpu.values()):.2f} ms ("
                       + ", ".join(f"{k} {v:.2f}" for k, v in list(cpu.items())[:6]) + ")",
                       flush=True)
-        time.sleep(1.0)
+        time.sleep(EXPORT_WAIT_S)
         spans = _Sink.spans()
     finally:
         serve.shutdown()
         ray.shutdown()
         sink.shutdown()
+
+    if args.mixed:
+        report_mixed(mixed, setups, spans, args)
+        return 0
 
     def ratios(key: str, metric: str) -> tuple[float, float, float]:
         if metric == "cpu":

@@ -31,7 +31,12 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_observability import LABELS, _Sink, settings  # noqa: E402
+from benchmarks.bench_observability import (  # noqa: E402
+    EXPORT_WAIT_S,
+    LABELS,
+    _Sink,
+    settings,
+)
 from benchmarks.common import RAY_ENV, free_port  # noqa: E402
 
 
@@ -109,10 +114,10 @@ def run_path(setting: dict, requests: int) -> dict:
                 await asyncio.sleep(0.02)
 
     asyncio.run(loop(200))  # warm: metric objects made, imports done
-    time.sleep(0.6)
+    time.sleep(EXPORT_WAIT_S)
     cpu0 = time.process_time()
     asyncio.run(loop(requests))
-    time.sleep(0.6)  # the span exporter's batch leaves (500 ms schedule): its CPU counts
+    time.sleep(EXPORT_WAIT_S)  # the span exporter's last batch leaves: its CPU counts
     cpu = time.process_time() - cpu0
     tracing.shutdown_tracing()
     return {"cpu_us": cpu / requests * 1e6}

@@ -710,6 +710,11 @@ class TracingConfig(StrictModel):
         default=0.05, ge=0, le=1,
         description="Share of requests traced (a caller's sampled traceparent is always followed).")
     service_name: str = Field(default="ragserve", description="The `service.name` resource.")
+    export_delay_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Longest time a finished span waits before it is sent, in a batch (OTel's "
+                    "default 5 s; a full batch of 512 leaves at once). Each send costs ~1 ms of "
+                    "CPU, so a short delay taxes a lightly loaded replica.")
     headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="Headers sent to the collector (e.g. an API key).")
 

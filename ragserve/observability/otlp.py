@@ -101,12 +101,20 @@ _KV_CACHE: dict[tuple, bytes] = {}
 _KV_CACHE_MAX = 4096
 
 
+def _plain(attributes: Any) -> Any:
+    """The plain dict behind the SDK's ``BoundedAttributes`` (iterating the mapping itself goes
+    through ``collections.abc`` item by item), or the mapping as given."""
+    inner = getattr(attributes, "_dict", None)
+    return inner if type(inner) is dict else attributes
+
+
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated ``KeyValue`` fields. Most pairs repeat from span to span (a stage name, a
     backend, a top-k), so each pair's encoding is kept (floats aside), in a table cleared
     whenever it fills."""
     if not attributes:
         return b""
+    attributes = _plain(attributes)
     out = []
     for k, v in attributes.items():
         t = type(v)
@@ -150,7 +158,8 @@ def _span(s: ReadableSpan) -> bytes:
         parts += (b"\x39", _Q(s.start_time))
     if s.end_time:
         parts += (b"\x41", _Q(s.end_time))
-    parts.append(_attributes(b"\x4a", s.attributes))
+    # the span's own attribute mapping (``attributes`` wraps it in a read-only proxy)
+    parts.append(_attributes(b"\x4a", getattr(s, "_attributes", None) or s.attributes))
     if s.dropped_attributes:
         parts += (b"\x50", _varint(s.dropped_attributes))
     for e in s.events:
@@ -215,9 +224,14 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for ``spans``, grouped by resource, then by
     instrumentation scope, in the order first seen (as the SDK's encoder groups them)."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
-    for s in spans:
-        groups.setdefault(s.resource, {}).setdefault(
-            s.instrumentation_scope or None, []).append(_span(s))
+    by_id: dict[tuple[int, int], list[bytes]] = {}  # a Resource hashes by JSON-encoding itself:
+    for s in spans:                                  # once per distinct object, not per span
+        resource, scope = s.resource, s.instrumentation_scope or None
+        encoded = by_id.get((id(resource), id(scope)))
+        if encoded is None:
+            encoded = groups.setdefault(resource, {}).setdefault(scope, [])
+            by_id[id(resource), id(scope)] = encoded
+        encoded.append(_span(s))
     out = []
     for resource, scopes in groups.items():
         body = [_resource_head(resource)]

@@ -61,8 +61,10 @@ def configure_tracing(config: TracingConfig | None, *, component: str) -> bool:
     exporter = SpanExporter(
         endpoint=config.otlp_endpoint,
         headers={k: v.get_secret_value() for k, v in config.headers.items()}, timeout=5)
-    # Spans leave in the background, in batches, within half a second.
-    _provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    # Spans leave in the background, in batches: every ``export_delay_s``, or as soon as 512
+    # are waiting.
+    _provider.add_span_processor(BatchSpanProcessor(
+        exporter, schedule_delay_millis=config.export_delay_s * 1000))
     _tracer = _provider.get_tracer("ragserve")
     _enabled = True
     return True

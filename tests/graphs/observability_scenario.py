@@ -130,7 +130,7 @@ def main(workdir: Path) -> dict:
         args = small_app_args(workdir, workdir / "models")
         args["generator"]["config"] = {"backend": {"backend": "extractive"}}
         args["observability"] = {"tracing": {
-            "enabled": True, "sampling_ratio": 1.0,
+            "enabled": True, "sampling_ratio": 1.0, "export_delay_s": 0.5,
             "otlp_endpoint": f"http://127.0.0.1:{receiver.port}/v1/traces"}}
         serve.run(build_app(args), name="ragserve", route_prefix="/")
         base = f"http://127.0.0.1:{http_port}"
