@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -93,19 +92,44 @@ def tracer() -> trace.Tracer:
     return _tracer
 
 
-@contextmanager
-def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Any = None,
-         attributes: dict[str, Any] | None = None,
-         span_links: Sequence[Link] = ()) -> Iterator[Any]:
+class span:  # noqa: N801 - used as ``with tracing.span(...)``, like a function
     """A span made current for the block (a non-recording one while tracing is off). An
-    exception leaving the block marks the span as an error and is recorded on it."""
-    if not _enabled:
-        yield trace.INVALID_SPAN
-        return
-    with _tracer.start_as_current_span(name, context=parent, kind=kind,
-                                       attributes=attributes, links=list(span_links),
-                                       record_exception=True, set_status_on_exception=True) as s:
-        yield s
+    exception leaving the block marks the span as an error and is recorded on it.
+
+    What the SDK's ``start_as_current_span`` does, without its three nested generator-based
+    context managers: one object that starts the span, attaches it and ends it."""
+
+    __slots__ = ("_args", "_span", "_token")
+
+    def __init__(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL, parent: Any = None,
+                 attributes: dict[str, Any] | None = None,
+                 span_links: Sequence[Link] = ()) -> None:
+        self._args = (name, parent, kind, attributes, span_links)
+        self._span: Any = trace.INVALID_SPAN
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        if not _enabled:
+            return self._span
+        name, parent, kind, attributes, span_links = self._args
+        self._span = _tracer.start_span(name, context=parent, kind=kind, attributes=attributes,
+                                        links=span_links or None)
+        self._token = context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._token is None:
+            return
+        s = self._span
+        try:
+            # As the SDK's ``use_span``: errors only (not a cancellation or GeneratorExit).
+            if isinstance(exc, Exception) and s.is_recording():
+                s.record_exception(exc)
+                s.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            context.detach(self._token)
+            self._token = None
+            s.end()
 
 
 def event(name: str, attributes: dict[str, Any] | None = None) -> None:

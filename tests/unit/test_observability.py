@@ -234,6 +234,50 @@ def test_trace_context_travels_as_a_w3c_carrier():
         tracing.shutdown_tracing()
 
 
+
+def test_a_span_is_current_in_its_block_and_records_errors_as_the_sdk_does():
+    """``tracing.span`` behaves as the SDK's ``start_as_current_span``: current inside, the
+    previous span current again after, an error recorded with an ERROR status, a cancellation
+    (a BaseException) ending the span without either."""
+    import asyncio
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ragserve.observability import tracing
+
+    with tracing.span("off") as s:  # tracing off: a non-recording span, nothing attached
+        assert not s.is_recording() and trace.get_current_span() is trace.INVALID_SPAN
+    tracing.configure_tracing(TracingConfig(enabled=True, otlp_endpoint="http://127.0.0.1:9/v1/traces",
+                                            sampling_ratio=1.0), component="test")
+    try:
+        memory = InMemorySpanExporter()
+        tracing._provider.add_span_processor(SimpleSpanProcessor(memory))
+        with tracing.span("outer", attributes={"k": "v"}) as outer:
+            assert trace.get_current_span() is outer
+            with pytest.raises(ValueError):
+                with tracing.span("failed"):
+                    raise ValueError("bad input")
+            assert trace.get_current_span() is outer
+            with pytest.raises(asyncio.CancelledError):
+                with tracing.span("cancelled"):
+                    raise asyncio.CancelledError()
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        spans = {s.name: s for s in memory.get_finished_spans()}
+        assert spans["outer"].attributes["k"] == "v"
+        assert spans["outer"].status.status_code is tracing.StatusCode.UNSET
+        failed = spans["failed"]
+        assert failed.status.status_code is tracing.StatusCode.ERROR
+        assert failed.status.description == "ValueError: bad input"
+        assert [e.name for e in failed.events] == ["exception"]
+        assert failed.parent.span_id == spans["outer"].context.span_id
+        cancelled = spans["cancelled"]
+        assert cancelled.status.status_code is tracing.StatusCode.UNSET and not cancelled.events
+        assert cancelled.end_time is not None
+    finally:
+        tracing.shutdown_tracing()
+
 def test_sentry_sends_scrubbed_events_to_the_configured_dsn():
     """A local endpoint stands in for Sentry: what arrives has the error and no request text."""
     import gzip
