@@ -59,42 +59,44 @@ def setup_process(config: ObservabilityConfig | dict | None, component: str,
 
 def _annotate(span: Any, stage: str, method: str, self: Any, args: tuple, kwargs: dict,
               result: Any) -> None:
-    """Span attributes from what a call was given and gave back (never text)."""
-    span.set_attribute("ragserve.stage", stage)
+    """Span attributes from what a call was given and gave back (never text), set at once."""
+    attrs: dict[str, Any] = {"ragserve.stage": stage}
     config = getattr(self, "config", None)
     model = getattr(config, "model", None)
     if isinstance(model, str):
-        span.set_attribute("ragserve.model", model)
+        attrs["ragserve.model"] = model
     if stage == "embedder" and method == "embed" and args:
-        span.set_attribute("ragserve.texts", len(args[0]))
+        attrs["ragserve.texts"] = len(args[0])
     elif stage == "retriever" and method == "search" and isinstance(result, list):
-        span.set_attribute("ragserve.candidates", len(result))
+        attrs["ragserve.candidates"] = len(result)
         if len(args) > 1:
-            span.set_attribute("ragserve.top_k", int(args[1]))
+            attrs["ragserve.top_k"] = int(args[1])
         if kwargs.get("mode"):
-            span.set_attribute("ragserve.mode", str(kwargs["mode"]))
+            attrs["ragserve.mode"] = str(kwargs["mode"])
     elif stage == "reranker" and method == "rerank":
         if len(args) > 1:
-            span.set_attribute("ragserve.candidates", len(args[1]))
+            attrs["ragserve.candidates"] = len(args[1])
         if hasattr(result, "backend"):
-            span.set_attribute("ragserve.backend", result.backend)
-            span.set_attribute("ragserve.kept", len(result.chunks))
-    elif stage == "generator" and hasattr(result, "usage"):
+            attrs["ragserve.backend"] = result.backend
+            attrs["ragserve.kept"] = len(result.chunks)
+    span.set_attributes(attrs)
+    if stage == "generator" and hasattr(result, "usage"):
         _generation_span(span, result)
 
 
 def _generation_span(span: Any, result: Any) -> None:
-    span.set_attribute("ragserve.backend", result.backend)
-    span.set_attribute("ragserve.tokens.prompt", result.usage.prompt_tokens)
-    span.set_attribute("ragserve.tokens.completion", result.usage.completion_tokens)
+    attrs: dict[str, Any] = {"ragserve.backend": result.backend,
+                             "ragserve.tokens.prompt": result.usage.prompt_tokens,
+                             "ragserve.tokens.completion": result.usage.completion_tokens}
     if result.route:
-        span.set_attribute("ragserve.route", result.route)
+        attrs["ragserve.route"] = result.route
+    span.set_attributes(attrs)
     for a in result.attempts:
-        attrs = {"backend": a.backend, "outcome": a.outcome, "tries": a.tries,
+        event = {"backend": a.backend, "outcome": a.outcome, "tries": a.tries,
                  "elapsed_ms": a.elapsed_ms}
         if a.reason:
-            attrs["reason"] = a.reason
-        span.add_event("fallback" if a.outcome != "ok" else "answered", attrs)
+            event["reason"] = a.reason
+        span.add_event("fallback" if a.outcome != "ok" else "answered", event)
         if a.tries > 1:
             span.add_event("retries", {"backend": a.backend, "count": a.tries - 1})
 
@@ -141,8 +143,7 @@ def _wrap(stage: str, name: str, fn: Any) -> Any:
                     last = item
                     yield item
                 if span is not None and span.is_recording():
-                    span.set_attribute("ragserve.stage", stage)
-                    span.set_attribute("ragserve.stream_items", n)
+                    span.set_attributes({"ragserve.stage": stage, "ragserve.stream_items": n})
                     result = last.get("result") if isinstance(last, dict) else None
                     if hasattr(result, "usage"):
                         _generation_span(span, result)

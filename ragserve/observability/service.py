@@ -125,11 +125,14 @@ class HttpObserver:
                 rec.inc("ragserve_tenant_requests_total",
                         tenant=self.tenants(notes.tenant or notes.principal))
             if span.is_recording():
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
+                name = f"{method} {route}"
+                if name != span.name:
+                    span.update_name(name)
+                attributes: dict[str, Any] = {"http.route": route,
+                                              "http.response.status_code": status}
                 if notes.error:
-                    span.set_attribute("ragserve.error", notes.error)
+                    attributes["ragserve.error"] = notes.error
+                span.set_attributes(attributes)
                 if status >= 500:
                     span.set_status(tracing.Status(tracing.StatusCode.ERROR))
             if self.request_log:
