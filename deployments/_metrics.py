@@ -6,8 +6,9 @@ Ray's Prometheus export prefixes every name with ``ray_`` and gives a counter it
 suffix itself, so ``ragserve_requests_total`` is scraped as ``ray_ragserve_requests_total``.
 
 Cheap on the request path: counter increments are summed in process (``CounterBuffer``) and
-handed to Ray once per series every ``FLUSH_INTERVAL_S`` by a daemon thread — well inside
-Ray's own export interval, so a scrape sees them no later than before. The metric objects are
+histogram observations queued (``ObservationBuffer``); a daemon thread hands them to Ray every
+``FLUSH_INTERVAL_S`` — well inside Ray's own export interval, so a scrape sees them no later
+than before. The metric objects are
 ``ray.util.metrics`` ones carrying the replica's tags (deployment, replica, application) as
 default tags set once — the series ``ray.serve.metrics`` would make, without its per-call
 lookup of the replica context.
@@ -25,6 +26,7 @@ from ragserve.observability.metrics import (
     METRICS,
     CounterBuffer,
     MetricSpec,
+    ObservationBuffer,
     NullRecorder,
     Recorder,
 )
@@ -59,13 +61,15 @@ def _replica_tags() -> dict[str, str]:
 
 
 class RayRecorder:
-    """One Ray metric object per ragserve metric, made on first use; counters buffered."""
+    """One Ray metric object per ragserve metric, made on first use; counters and histogram
+    observations buffered, gauges set at once."""
 
     def __init__(self, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self._metrics: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._specs = {m.name: m for m in METRICS}
         self._counters = CounterBuffer()
+        self._observations = ObservationBuffer()
         self._interval = flush_interval_s
         self._stopped = threading.Event()
         threading.Thread(target=self._flush_loop, name="ragserve-metrics", daemon=True).start()
@@ -76,8 +80,10 @@ class RayRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Hands the summed counter increments to Ray now."""
+        """Hands the summed counter increments and the queued observations to Ray now."""
         self._counters.flush(lambda name, value, labels: self._metric(name).inc(value, tags=labels))
+        self._observations.flush(
+            lambda name, value, labels: self._metric(name).observe(value, tags=labels))
 
     def close(self) -> None:
         self._stopped.set()
@@ -113,7 +119,9 @@ class RayRecorder:
             self._counters.add(name, value, labels)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        self._metric(name).observe(value, tags=labels)
+        if self._specs[name].kind != "histogram":  # a wrong name fails here, not later
+            raise ValueError(f"{name} is a {self._specs[name].kind}, not a histogram")
+        self._observations.add(name, value, labels)
 
     def set(self, name: str, value: float, **labels: str) -> None:
         self._metric(name).set(value, tags=labels)

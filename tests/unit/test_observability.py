@@ -412,3 +412,49 @@ def test_counter_buffer_loses_nothing_under_concurrent_adds_and_survives_a_faili
     assert totals == {"a": 20000.0}
     refusals = [r for r in caplog.records if "metric c dropped" in r.getMessage()]
     assert len(refusals) == 1 and "backend refused" in refusals[0].getMessage()  # once
+
+
+def test_observation_buffer_hands_on_every_value_in_order_and_loses_none_to_a_flush():
+    import threading
+
+    from ragserve.observability.metrics import ObservationBuffer
+
+    buf = ObservationBuffer()
+    seen: list[tuple] = []
+
+    def adder(k: int):
+        for i in range(5000):
+            buf.add("h", float(i), {"k": str(k)})
+
+    threads = [threading.Thread(target=adder, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        buf.flush(lambda *a: seen.append(a))  # flushing while others add
+    buf.flush(lambda *a: seen.append(a))
+    assert len(seen) == 20000
+    for k in range(4):  # each adder's values arrive, in the order it observed them
+        assert [v for _, v, labels in seen if labels["k"] == str(k)] == [float(i) for i in range(5000)]
+    assert buf.flush(lambda *a: seen.append(a)) == 0 and buf.dropped == 0
+
+
+def test_observation_buffer_is_bounded_and_survives_a_failing_sink(caplog):
+    from ragserve.observability.metrics import ObservationBuffer
+
+    buf = ObservationBuffer(limit=3)
+    for i in range(5):
+        buf.add("h", float(i), {})
+    assert buf.dropped == 2
+    buf.add("wrong", 1.0, {"bad": "label"})  # over the limit too: dropped, not queued
+    handed: list[float] = []
+
+    def sink(name, value, labels):
+        if value == 1.0:
+            raise ValueError("unknown tag key 'bad'")
+        handed.append(value)
+
+    assert buf.flush(sink) == 3 and handed == [0.0, 2.0]
+    buf.add("h", 1.0, {})
+    buf.flush(sink)
+    refusals = [r for r in caplog.records if "metric h dropped" in r.getMessage()]
+    assert len(refusals) == 1 and "unknown tag key" in refusals[0].getMessage()  # once
