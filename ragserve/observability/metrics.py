@@ -223,6 +223,7 @@ class ObservationBuffer:
         self._refused: set[str] = set()
         self.limit = limit
         self.dropped = 0
+        self._reported = 0
 
     def add(self, name: str, value: float, labels: dict[str, str]) -> None:
         if len(self._pending) < self.limit:
@@ -233,6 +234,10 @@ class ObservationBuffer:
     def flush(self, sink: Callable[[str, float, dict[str, str]], None]) -> int:
         """Hands the observations queued so far to ``sink(name, value, labels)``, oldest
         first; returns how many."""
+        if self.dropped > self._reported:  # a flusher that fell behind is said, not silent
+            _log.warning("%d histogram observations dropped (more than %d waited for a flush)",
+                         self.dropped - self._reported, self.limit)
+            self._reported = self.dropped
         pending = self._pending
         n = len(pending)
         for _ in range(n):

@@ -458,3 +458,5 @@ def test_observation_buffer_is_bounded_and_survives_a_failing_sink(caplog):
     buf.flush(sink)
     refusals = [r for r in caplog.records if "metric h dropped" in r.getMessage()]
     assert len(refusals) == 1 and "unknown tag key" in refusals[0].getMessage()  # once
+    overflows = [r for r in caplog.records if "observations dropped" in r.getMessage()]
+    assert len(overflows) == 1 and overflows[0].getMessage().startswith("3 histogram")
