@@ -6,7 +6,8 @@ sentence by sentence: the evidence a model is shown (``prompt.select_evidence``)
 extractive answer (``extractive.ExtractiveGenerator``).
 
 **Units.** ``passage_units`` reads a passage as Markdown: prose sentences (a line break ends
-one too: lists, short lines), table rows, code lines and headings, each with its kind. An
+one too: lists, short lines; ``prose_sentences`` joins wrapped lines into whole sentences, which
+is what an answer quotes), table rows, code lines and headings, each with its kind. An
 ingest chunk can begin inside a fenced code block (chunks overlap and are cut by tokens), so
 the fence lines' parity is worked out from the chunk itself, not assumed: a fence with an
 info string (```` ```bash ````) always opens a block; a chunk with an odd number of bare fences
@@ -100,43 +101,70 @@ def _starts_inside_fence(lines: list[str]) -> bool:
     return bool(before) and sum(bool(_CODE_LINE.search(x)) for x in before) * 2 >= len(before)
 
 
-def passage_units(text: str) -> list[Unit]:
+def passage_units(text: str, *, join_wrapped: bool = False) -> list[Unit]:
     """``text`` as the units an answer can rest on, in order: prose sentences, table rows,
     code lines (fences left out) and headings; blank lines and lines of only punctuation
-    are left out."""
+    are left out.
+
+    A line break ends a prose unit unless ``join_wrapped``: then prose wrapped over several
+    lines (a paragraph, or one list item with its continuation lines) is joined first, so a
+    sentence is whole however the file is wrapped. The model reads line units (shorter: its
+    prompt is its first token's wait); an answer quotes whole sentences (``prose_sentences``).
+    """
     lines = text.splitlines()
     fenced = _starts_inside_fence(lines)
     out: list[Unit] = []
+    paragraph: list[str] = []
+
+    def prose(joined: str) -> None:
+        out.extend(Unit(x.strip(), "prose") for x in _SENTENCE_END.split(joined) if x.strip())
+
+    def end_paragraph() -> None:
+        if paragraph:
+            prose(" ".join(paragraph))
+            paragraph.clear()
+
     for line in lines:
         stripped = line.strip()
         if _FENCE.match(line):
+            end_paragraph()
             fenced = not fenced
             continue
         if not stripped or not any(c.isalnum() for c in stripped):
+            end_paragraph()
             continue
         if fenced or line.startswith("    "):
+            end_paragraph()
             out.append(Unit(stripped, "code"))
         elif stripped.startswith("|"):
+            end_paragraph()
             out.append(Unit(stripped, "table"))
         elif stripped.startswith("#"):
+            end_paragraph()
             out.append(Unit(stripped.lstrip("#").strip(), "heading"))
         elif stripped.startswith("<!--"):
-            continue
+            end_paragraph()
         else:
-            stripped = _BULLET.sub("", stripped)
+            item = _BULLET.match(stripped)
+            if item:  # a list item starts a paragraph of its own
+                end_paragraph()
+                stripped = stripped[item.end():]
             wordy = sum(c.isalpha() or c.isspace() for c in stripped)
-            kind: UnitKind = "prose" if wordy >= 0.6 * len(stripped) else "code"
-            if kind == "code":
-                out.append(Unit(stripped, kind))
+            if wordy < 0.6 * len(stripped):
+                end_paragraph()
+                out.append(Unit(stripped, "code"))
+            elif join_wrapped:
+                paragraph.append(stripped)
             else:
-                out += [Unit(x.strip(), "prose") for x in _SENTENCE_END.split(stripped)
-                        if x.strip()]
+                prose(stripped)
+    end_paragraph()
     return out
 
 
 def prose_sentences(text: str) -> list[str]:
-    """The prose sentences of ``text`` (what an answer may quote: statements, not layout)."""
-    return [u.text for u in passage_units(text) if u.kind == "prose"]
+    """The whole prose sentences of ``text``, wrapped lines joined (what an answer may quote:
+    statements, not layout)."""
+    return [u.text for u in passage_units(text, join_wrapped=True) if u.kind == "prose"]
 
 
 def lexical_scores(query: str, units: Sequence[Sequence[str]]) -> list[list[float]]:

@@ -7,7 +7,7 @@ import time
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
-from ragserve.generation.evidence import content_terms
+from ragserve.generation.evidence import content_terms, prose_sentences
 from ragserve.generation.prompt import (
     NO_PASSAGES_ANSWER,
     PromptPlan,
@@ -24,7 +24,15 @@ __all__ = ["ExtractiveGenerator", "NO_PASSAGES_ANSWER"]
 _WORDS_PER_DELTA = 4
 
 
-def _render(groups: list[tuple[int, list[str]]]) -> str:
+def _render(picked: list[tuple[int, int, str]]) -> str:
+    """(passage number, position, sentence) triples, in order, as text: consecutive sentences
+    of one passage share one ``[n]``."""
+    groups: list[tuple[int, list[str]]] = []
+    for n, _, sentence in picked:
+        if groups and groups[-1][0] == n:
+            groups[-1][1].append(sentence)
+        else:
+            groups.append((n, [sentence]))
     return " ".join(f"{' '.join(sentences)} [{n}]" for n, sentences in groups)
 
 
@@ -35,10 +43,13 @@ class ExtractiveGenerator(TiktokenBudgeting):
 
     Passages go through the same context-window budget as the model backends, with tiktoken
     (``GeneratorConfig.token_encoding``) as the counter, so ``passages_used`` and the ``[n]``
-    numbers mean the same thing whatever the backend. The best ``max_sentences`` sentences
-    (ties: the better-ranked passage, then the earlier sentence) are emitted in passage order,
-    one ``[n]`` after each run of sentences from passage n, and cut to ``max_tokens``. Cheap
-    and synchronous: ``warm_up`` only loads the tiktoken encoding.
+    numbers mean the same thing whatever the backend. The best ``max_sentences`` units (the
+    ones a model is shown; ties: the better-ranked passage, then the earlier unit) are quoted
+    as the whole sentences they belong to (the docs are hard-wrapped: a unit is often a line
+    of a sentence). They go in best first while they fit ``max_tokens`` (a sentence that does
+    not fit is skipped; when none fits, the best is cut) and are emitted in passage order, one
+    ``[n]`` after each run of sentences from passage n. Cheap and synchronous: ``warm_up``
+    only loads the tiktoken encoding.
     """
 
     name = "extractive"
@@ -56,55 +67,63 @@ class ExtractiveGenerator(TiktokenBudgeting):
 
     # ------------------------------------------------------------------ answer
 
-    def _select(self, request: GenerationRequest, plan: PromptPlan) -> list[tuple[int, str]]:
-        """(passage number, sentence) pairs, in passage then sentence order: the prose
-        sentences of the passages in ``plan`` (read whole, even when the plan shows a model
-        only their best sentences), ranked by their evidence scores."""
+    def _select(self, request: GenerationRequest,
+                plan: PromptPlan) -> list[tuple[int, int, str]]:
+        """Up to ``max_sentences`` (passage number, sentence position, sentence), best first:
+        the prose units of the passages in ``plan`` ranked by their evidence scores (the units
+        a model is shown, read from the whole passages), each quoted as the whole sentence it
+        is part of (wrapped lines joined). Nothing when no unit bears on the question."""
         ev = plan.evidence or evidence_of(request, self.config.evidence.lexical_weight)
         query_terms = content_terms(request.query)
         need = max(1.0, self.backend_config.min_query_coverage * len(query_terms))
-        candidates, relevant = [], False
-        for n, i in enumerate(plan.indices, start=1):
+        relevant = any(
             # Relevant only if some unit (a table row or code line counts) holds enough of
             # what the question asks about — one shared common word ("use", "run") is not an
             # answer — or, with semantic scores, says something close to it.
-            relevant = relevant or max(ev.shared[i], default=0) >= need or (
+            max(ev.shared[i], default=0) >= need or (
                 ev.semantic is not None
                 and max(ev.semantic[i], default=-1.0) >= self.backend_config.min_similarity)
-            # only prose is quoted; retrieved text is data: never echo an injection
-            candidates += [(ev.scores[i][j], n, j, u.text) for j, u in enumerate(ev.units[i])
-                           if u.kind == "prose" and ev.scores[i][j] > 0
-                           and not looks_like_instruction(u.text)]
+            for i in plan.indices)
         if not relevant:
             return []
-        # Ties in score go to the better passage (plan order), then the earlier sentence.
+        candidates = [(ev.scores[i][j], n, j, u.text)
+                      for n, i in enumerate(plan.indices, start=1)
+                      for j, u in enumerate(ev.units[i])
+                      if u.kind == "prose" and ev.scores[i][j] > 0]
+        # Ties in score go to the better passage (plan order), then the earlier unit.
         candidates.sort(key=lambda x: (-x[0], x[1], x[2]))
-        picked = sorted(candidates[: self.backend_config.max_sentences],
-                        key=lambda x: (x[1], x[2]))
-        return [(n, s) for _, n, _, s in picked]
+        whole = {i: prose_sentences(request.passages[i].text) for i in plan.indices}
+        picked: dict[tuple[int, int], str] = {}
+        for _, n, j, unit in candidates:
+            if len(picked) == self.backend_config.max_sentences:
+                break
+            # quote the whole sentence the unit is a line of (the docs are hard-wrapped)
+            sentences = whole[plan.indices[n - 1]]
+            k = next((k for k, x in enumerate(sentences) if unit in x), None)
+            key, text = ((n, k), sentences[k]) if k is not None else ((n, len(sentences) + j), unit)
+            # retrieved text is data: never echo an injection
+            if key not in picked and not looks_like_instruction(text):
+                picked[key] = text
+        return [(n, k, text) for (n, k), text in picked.items()]
 
     def _answer(self, request: GenerationRequest) -> GenerationResult:
         plan = self.plan(request)
         finish = "stop"
         selected = self._select(request, plan) if plan.passages else []
-        if not selected:
-            text = NO_PASSAGES_ANSWER
-        else:
-            # Consecutive sentences of one passage share one marker: "A. B. [2]".
-            groups: list[tuple[int, list[str]]] = []
-            text = ""
-            for n, sentence in selected:
-                if groups and groups[-1][0] == n:
-                    candidate = groups[:-1] + [(n, [*groups[-1][1], sentence])]
-                else:
-                    candidate = [*groups, (n, [sentence])]
-                rendered = _render(candidate)
-                if self.count_tokens(rendered) > plan.max_tokens:
-                    finish = "length"
-                    if not groups:  # even one sentence is too long: cut it, keep the marker
-                        text = self._truncate(sentence, f" [{n}]", plan.max_tokens)
-                    break
-                groups, text = candidate, rendered
+        text = NO_PASSAGES_ANSWER if not selected else ""
+        chosen: list[tuple[int, int, str]] = []
+        # Best first, each sentence that still fits the answer's budget; rendered in passage
+        # order, consecutive sentences of one passage sharing one marker: "A. B. [2]".
+        for item in selected:
+            rendered = _render(sorted([*chosen, item]))
+            if self.count_tokens(rendered) > plan.max_tokens:
+                finish = "length"
+                continue
+            chosen.append(item)
+            text = rendered
+        if selected and not chosen:  # even the best sentence is too long: cut it, keep its marker
+            n, _, sentence = selected[0]
+            text = self._truncate(sentence, f" [{n}]", plan.max_tokens)
         usage = plan.usage(plan.prompt_tokens, self.count_tokens(text))
         return plan.result(text, backend=self.name, usage=usage, finish_reason=finish)
 

@@ -204,3 +204,55 @@ async def test_the_extractive_answer_reads_the_passages_the_plan_kept_by_their_p
     assert plan.indices == [0, 2] and plan.passages_dropped == 1
     answer = await gen.generate(request)
     assert answer.text == "Raw queries are never logged; logs carry a short hash. [2]"
+
+
+# ---------------------------------------------------------------- whole sentences
+
+
+WRAPPED = ("## Batching\n\n"
+           "Every text is one batch item, so concurrent single-query embeddings\n"
+           "share one model call. Large ingestion calls fill whole batches.\n\n"
+           "- A list item that wraps\n  onto a second line.\n"
+           "- Another item.\n")
+
+
+def test_wrapped_prose_is_one_sentence_when_joined_and_lines_otherwise():
+    lines = [u.text for u in passage_units(WRAPPED) if u.kind == "prose"]
+    assert lines == ["Every text is one batch item, so concurrent single-query embeddings",
+                     "share one model call.", "Large ingestion calls fill whole batches.",
+                     "A list item that wraps", "onto a second line.", "Another item."]
+    assert prose_sentences(WRAPPED) == [
+        "Every text is one batch item, so concurrent single-query embeddings share one "
+        "model call.",
+        "Large ingestion calls fill whole batches.",
+        "A list item that wraps onto a second line.",  # an item ends at the next item
+        "Another item.",
+    ]
+
+
+async def test_the_extractive_answer_quotes_the_whole_sentence_a_wrapped_line_belongs_to():
+    gen = ExtractiveGenerator(ExtractiveGeneratorConfig(max_sentences=1))
+    gen.warm_up()
+    answer = await gen.generate(GenerationRequest(
+        query="Do concurrent single-query embeddings share a model call?",
+        passages=[chunk(1, WRAPPED)]))
+    # the best unit is the first line; the answer quotes its whole sentence, not the line
+    assert answer.text == ("Every text is one batch item, so concurrent single-query embeddings "
+                           "share one model call. [1]")
+
+
+async def test_a_sentence_that_does_not_fit_leaves_room_for_the_next_best():
+    # Rendered in passage order, but chosen best first: passage 1's sentence scores best
+    # (it shares the most words) but alone overflows the budget, so it is skipped (not cut,
+    # not ending the answer) and the next best, passages 2 and 3, still go in.
+    passages = [
+        chunk(1, "Redis keeps query results " + "for a long while and then some more " * 12 + "."),
+        chunk(2, "Query results stay in Redis for one hour."),
+        chunk(3, "Results expire."),
+    ]
+    gen = ExtractiveGenerator(ExtractiveGeneratorConfig(max_sentences=3))
+    gen.warm_up()
+    answer = await gen.generate(GenerationRequest(
+        query="How long does Redis keep query results?", passages=passages, max_tokens=24))
+    assert answer.text == "Query results stay in Redis for one hour. [2] Results expire. [3]"
+    assert answer.finish_reason == "length"
