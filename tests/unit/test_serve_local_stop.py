@@ -84,15 +84,21 @@ def _haproxy_running(state: str) -> bool:
     return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_serve_local_stops_cleanly_quietly_and_leaves_nothing(launcher, how):
     port = lr.free_port()
     env = {**os.environ, "RAGSERVE_URL": f"http://127.0.0.1:{port}"}
     env.pop("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", None)
     # A session of its own, as a terminal gives `make serve`: Ctrl-C is SIGINT to its
-    # foreground process group.
+    # foreground process group. A terminal's shell also leaves SIGINT at its default, which a
+    # suite started in the background (`pytest ... &`: SIGINT ignored, and inherited) would not.
     proc = subprocess.Popen(["bash", str(launcher)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     out = ""
     deadline = time.monotonic() + 60
     while "Ctrl-C stops it" not in out and time.monotonic() < deadline:
