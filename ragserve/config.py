@@ -377,6 +377,13 @@ class ExtractiveGeneratorConfig(StrictModel):
         "paraphrase shares no words). Over the project's docs (bench_answers.py), answerable "
         "questions' best unit had a median cosine of 0.53; 2 of 14 unanswerable ones "
         "reached 0.5.")
+    rank_discount: float = Field(
+        default=0.25, ge=0.0,
+        description="A unit's evidence score is divided by 1 + rank_discount × (its passage's "
+        "place − 1): the retriever's order counts too, so a unit of the fifth passage needs "
+        "twice the score of one in the first to be quoted first. 0: passage order only breaks "
+        "ties. Over the project's docs (bench_answers.py, all 103 questions; not a held-out "
+        "set) 0.1 / 0.25 / 0.5 each cited and stated the evidence more often than 0.")
     timeout_s: float = Field(default=5.0, gt=0, description="Per call.")
 
 

@@ -70,9 +70,10 @@ class ExtractiveGenerator(TiktokenBudgeting):
     def _select(self, request: GenerationRequest,
                 plan: PromptPlan) -> list[tuple[int, int, str]]:
         """Up to ``max_sentences`` (passage number, sentence position, sentence), best first:
-        the prose units of the passages in ``plan`` ranked by their evidence scores (the units
-        a model is shown, read from the whole passages), each quoted as the whole sentence it
-        is part of (wrapped lines joined). Nothing when no unit bears on the question."""
+        the prose units of the passages in ``plan`` (the units a model is shown, read from the
+        whole passages) ranked by their evidence scores, discounted by their passage's place
+        (``rank_discount``), each quoted as the whole sentence it is part of (wrapped lines
+        joined). Nothing when no unit bears on the question."""
         ev = plan.evidence or evidence_of(request, self.config.evidence.lexical_weight)
         query_terms = content_terms(request.query)
         need = max(1.0, self.backend_config.min_query_coverage * len(query_terms))
@@ -86,11 +87,13 @@ class ExtractiveGenerator(TiktokenBudgeting):
             for i in plan.indices)
         if not relevant:
             return []
-        candidates = [(ev.scores[i][j], n, j, u.text)
+        discount = self.backend_config.rank_discount
+        candidates = [(ev.scores[i][j] / (1.0 + discount * (n - 1)), n, j, u.text)
                       for n, i in enumerate(plan.indices, start=1)
                       for j, u in enumerate(ev.units[i])
                       if u.kind == "prose" and ev.scores[i][j] > 0]
-        # Ties in score go to the better passage (plan order), then the earlier unit.
+        # The better-ranked passage wins ties and, by ``rank_discount``, near-ties; then the
+        # earlier unit.
         candidates.sort(key=lambda x: (-x[0], x[1], x[2]))
         whole = {i: prose_sentences(request.passages[i].text) for i in plan.indices}
         picked: dict[tuple[int, int], str] = {}

@@ -256,3 +256,24 @@ async def test_a_sentence_that_does_not_fit_leaves_room_for_the_next_best():
         query="How long does Redis keep query results?", passages=passages, max_tokens=24))
     assert answer.text == "Query results stay in Redis for one hour. [2] Results expire. [3]"
     assert answer.finish_reason == "length"
+
+
+async def test_the_retrievers_order_weighs_on_which_sentence_is_quoted_first():
+    # Passage 2's sentence shares one question word more, but passage 1 ranks first: with
+    # the default discount (the score over 1.25 for second place) passage 1's is quoted; with
+    # none, passage order only breaks ties and passage 2's wins.
+    passages = [
+        chunk(1, "Cached query results and embeddings stay in the Redis store before expiry.",
+              0.9),
+        chunk(2, "Cached query results and embeddings stay in the Redis store before expiry "
+                 "after each search.", 0.5),
+    ]
+    request = GenerationRequest(
+        query="How long do cached query results and embeddings stay in the Redis store before "
+              "expiry after a search?", passages=passages)
+    ranked = ExtractiveGenerator(ExtractiveGeneratorConfig(max_sentences=1))
+    flat = ExtractiveGenerator(ExtractiveGeneratorConfig(max_sentences=1, rank_discount=0.0))
+    for gen in (ranked, flat):
+        gen.warm_up()
+    assert (await ranked.generate(request)).cited == [1]
+    assert (await flat.generate(request)).cited == [2]
