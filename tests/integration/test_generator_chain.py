@@ -94,7 +94,9 @@ async def test_a_long_retry_after_falls_through_at_once(llm_server):
 
 
 async def test_breaker_opens_then_probes_in_the_background(llm_server):
-    gen = chain(llm_server, timeout_s=0.3,
+    # 0.6 s per call: a good trial must answer within it while the rest of the suite loads
+    # the machine (at 0.3 s one timed out there and left the breaker open)
+    gen = chain(llm_server, timeout_s=0.6,
                 breaker={"failure_threshold": 2, "reset_timeout_s": 1.0})
     llm_server.mode("hang")
     for _ in range(2):  # a timed-out try is not retried: the fallback answers at once
@@ -125,7 +127,7 @@ async def test_breaker_opens_then_probes_in_the_background(llm_server):
     assert [(a.outcome, a.reason) for a in third.attempts] == [
         ("skipped", "circuit half-open, probing"), ("ok", None)]
     assert gen.health()["backends"]["openai:m0"]["state"] == "probing"
-    await asyncio.sleep(0.5)  # the probe's own timeout (0.3 s) has passed
+    await asyncio.sleep(0.9)  # the probe's own timeout (0.6 s) has passed
     assert gen.health()["chain"][0]["breaker"]["state"] == "open"
     assert llm_server.requests() == sent + 1  # exactly one trial
     # ...and a good trial closes it, so the request after it is the primary's again.
