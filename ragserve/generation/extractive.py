@@ -7,7 +7,7 @@ import time
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
-from ragserve.generation.evidence import content_terms, prose_sentences
+from ragserve.generation.evidence import Unit, content_terms, prose_sentences
 from ragserve.generation.prompt import (
     NO_PASSAGES_ANSWER,
     PromptPlan,
@@ -34,6 +34,23 @@ def _render(picked: list[tuple[int, int, str]]) -> str:
         else:
             groups.append((n, [sentence]))
     return " ".join(f"{' '.join(sentences)} [{n}]" for n, sentences in groups)
+
+
+def _sentences_of(units: list[Unit], text: str) -> tuple[list[str], dict[int, int]]:
+    """``text``'s whole prose sentences, and for each prose unit (by its index in ``units``,
+    the same text's line units) the sentence it is part of. Both read the text in order, so
+    a unit is looked for from the sentence the unit before it was found in onwards: a short
+    unit ("It is cached.") is never matched to an earlier sentence that happens to hold it."""
+    sentences = prose_sentences(text)
+    found: dict[int, int] = {}
+    k = 0
+    for j, u in enumerate(units):
+        if u.kind != "prose":
+            continue
+        at = next((m for m in range(k, len(sentences)) if u.text in sentences[m]), None)
+        if at is not None:
+            found[j] = k = at
+    return sentences, found
 
 
 class ExtractiveGenerator(TiktokenBudgeting):
@@ -95,14 +112,17 @@ class ExtractiveGenerator(TiktokenBudgeting):
         # The better-ranked passage wins ties and, by ``rank_discount``, near-ties; then the
         # earlier unit.
         candidates.sort(key=lambda x: (-x[0], x[1], x[2]))
-        whole = {i: prose_sentences(request.passages[i].text) for i in plan.indices}
+        whole: dict[int, tuple[list[str], dict[int, int]]] = {}
         picked: dict[tuple[int, int], str] = {}
         for _, n, j, unit in candidates:
             if len(picked) == self.backend_config.max_sentences:
                 break
             # quote the whole sentence the unit is a line of (the docs are hard-wrapped)
-            sentences = whole[plan.indices[n - 1]]
-            k = next((k for k, x in enumerate(sentences) if unit in x), None)
+            i = plan.indices[n - 1]
+            if i not in whole:
+                whole[i] = _sentences_of(ev.units[i], request.passages[i].text)
+            sentences, sentence_of = whole[i]
+            k = sentence_of.get(j)
             key, text = ((n, k), sentences[k]) if k is not None else ((n, len(sentences) + j), unit)
             # retrieved text is data: never echo an injection
             if key not in picked and not looks_like_instruction(text):

@@ -277,3 +277,16 @@ async def test_the_retrievers_order_weighs_on_which_sentence_is_quoted_first():
         gen.warm_up()
     assert (await ranked.generate(request)).cited == [1]
     assert (await flat.generate(request)).cited == [2]
+
+
+def test_a_line_is_matched_to_its_own_sentence_not_an_earlier_one_that_holds_it():
+    from ragserve.generation.extractive import _sentences_of
+
+    text = "Embeddings are cached for a week.\n\nAnswers are\ncached for a week.\n"
+    units = passage_units(text)
+    assert [u.text for u in units] == ["Embeddings are cached for a week.", "Answers are",
+                                       "cached for a week."]
+    sentences, sentence_of = _sentences_of(units, text)
+    assert sentences == ["Embeddings are cached for a week.", "Answers are cached for a week."]
+    # the third unit's text is inside the first sentence too, but it is a line of the second
+    assert sentence_of == {0: 0, 1: 1, 2: 1}
