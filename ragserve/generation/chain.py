@@ -51,10 +51,11 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError, StageTimeoutError, StageUnavailableError
-from ragserve.generation.evidence import SemanticEvidenceScorer, passage_units
+from ragserve.generation.evidence import SemanticEvidenceScorer
 from ragserve.generation.grounding import SentenceGate
 from ragserve.generation.prompt import extract_citations
 from ragserve.generation.routing import ComplexityRouter
+from ragserve.passages import passage_units
 from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 from ragserve.resilience.retry import backoff_s, describe_failure, is_transient, retry_after_s
 from ragserve.schemas import (

@@ -7,7 +7,6 @@ import time
 from typing import AsyncIterator
 
 from ragserve.config import ExtractiveGeneratorConfig, GeneratorConfig
-from ragserve.generation.evidence import Unit, content_terms, prose_sentences
 from ragserve.generation.prompt import (
     NO_PASSAGES_ANSWER,
     PromptPlan,
@@ -15,6 +14,7 @@ from ragserve.generation.prompt import (
     evidence_of,
     looks_like_instruction,
 )
+from ragserve.passages import Unit, content_terms, prose_sentences
 from ragserve.schemas import GenerationRequest, GenerationResult
 from ragserve.tokens import get_encoding
 

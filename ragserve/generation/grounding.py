@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass, field
 
 from ragserve.config import GroundingConfig
-from ragserve.generation.prompt import content_terms, extract_citations
+from ragserve.generation.prompt import extract_citations
+from ragserve.passages import content_terms
 from ragserve.schemas import ScoredChunk
 
 __all__ = ["SentenceGate", "Grounded", "ground_answer", "split_answer"]

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ragserve.config import GeneratorConfig
 from ragserve.errors import InvalidRequestError
-from ragserve.generation.evidence import Evidence, content_terms, read_evidence
+from ragserve.generation.evidence import Evidence, read_evidence
 from ragserve.schemas import GenerationRequest, GenerationResult, ScoredChunk, Usage
 from ragserve.tokens import count_tokens, get_encoding
 
@@ -34,7 +34,6 @@ __all__ = [
     "NO_PASSAGES_ANSWER",
     "select_evidence",
     "evidence_of",
-    "content_terms",
 ]
 
 # The one wording of "nothing relevant was found", whichever part of the service says it.

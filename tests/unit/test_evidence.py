@@ -15,15 +15,10 @@ from ragserve.config import (
 from ragserve.embedding import SentenceTransformerEmbedder
 from ragserve.errors import ConfigurationError
 from ragserve.generation.chain import FallbackGenerator
-from ragserve.generation.evidence import (
-    SemanticEvidenceScorer,
-    combined_scores,
-    lexical_scores,
-    passage_units,
-    prose_sentences,
-)
+from ragserve.generation.evidence import SemanticEvidenceScorer, combined_scores
 from ragserve.generation.extractive import ExtractiveGenerator
 from ragserve.generation.factory import build_generation_chain
+from ragserve.passages import lexical_scores, passage_units, prose_sentences
 from ragserve.schemas import GenerationRequest, ScoredChunk
 
 

@@ -315,7 +315,7 @@ async def test_the_model_sees_selected_sentences_and_the_response_cites_the_whol
 
 
 def test_extractive_sentences_skip_code_tables_and_headings():
-    from ragserve.generation.evidence import prose_sentences
+    from ragserve.passages import prose_sentences
 
     doc = ("## Running\n\nRun the tests with make test. It installs what is missing.\n"
            "```bash\nmake test   # the whole suite\n```\n| a | b |\n|---|---|\n"

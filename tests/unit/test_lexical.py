@@ -94,7 +94,7 @@ def test_the_rerankers_lexical_fallback_uses_the_analyzer():
 
 
 def test_the_extractive_generator_uses_the_analyzer():
-    from ragserve.generation.evidence import content_terms
+    from ragserve.passages import content_terms
 
     assert extractive.content_terms is content_terms  # the one analysis of sentence words
     assert content_terms("Processes of querying: queries processed.") == {"process", "queri"}
