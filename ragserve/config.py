@@ -279,18 +279,27 @@ class RerankerConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="'auto' picks CUDA when a GPU is visible.")
     max_length: int = Field(default=512, ge=16, le=4096, description="Tokens per (query, passage).")
-    fallback: Literal["lexical_fusion", "retrieval"] = Field(
+    fallback: Literal["best_part", "lexical_fusion", "retrieval"] = Field(
         default="retrieval",
         description=(
             "Scorer used when the cross-encoder cannot be loaded. 'retrieval' keeps the "
             "retriever's order: over hybrid retrieval (the default) nothing weight-free measured "
             "better on SciFact train. 'lexical_fusion' fuses BM25 over the candidates with the "
-            "retriever's score: it helps dense-only retrieval (+0.05 nDCG@10 on SciFact train)."
+            "retriever's score: it helps dense-only retrieval (+0.05 nDCG@10 on SciFact train). "
+            "'best_part' judges each chunk by its best sentence (the question's words it shares) "
+            "and fuses that order with the retriever's: over long Markdown chunks (the project's "
+            "docs) the passage holding the answer reaches the top 5 for 74 of 89 questions "
+            "instead of 66, but SciFact loses 0.004 (train) / 0.012 (test) nDCG@10."
         ),
     )
     fusion_weight: float = Field(
         default=0.5, ge=0.0, le=1.0,
         description="lexical_fusion: weight of the retriever score (rest: lexical BM25 score).",
+    )
+    best_part_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="best_part: weight of the best-part order in the reciprocal-rank fusion "
+        "(the retriever's order weighs 1).",
     )
     batching: BatchingConfig = Field(
         default_factory=lambda: BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),

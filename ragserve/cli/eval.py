@@ -34,6 +34,10 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--fusion-weights", default=None,
                         help="compare the lexical_fusion fallback at these weights, e.g. "
                         "0.3,0.5,0.7 (tune on train)")
+    parser.add_argument("--reranker-fallback", choices=["best_part", "lexical_fusion", "retrieval"],
+                        default=None,
+                        help="the scorer +rerank modes use when no cross-encoder loads "
+                             "(default: RerankerConfig's)")
     parser.add_argument("--fusions", default=None,
                         help="hybrid fusions to compare on one index, e.g. rrf,dbsf")
     parser.add_argument("--prefetch-min", type=positive_int, default=None,
@@ -67,6 +71,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     ds = load_beir(args.dataset, args.split, max_queries=args.max_queries)
     settings = EvalSettings(top_k=args.top_k, prefetch_min=args.prefetch_min)
+    if args.reranker_fallback:
+        settings.reranker = settings.reranker.model_copy(
+            update={"fallback": args.reranker_fallback})
     overrides = {k: v for k, v in (("model", args.model), ("runtime", args.runtime),
                                    ("quantize", args.quantize),
                                    ("long_passages", args.long_passages)) if v}

@@ -1,12 +1,13 @@
 from ragserve.reranking.base import Reranker, Scorer
 from ragserve.reranking.cross_encoder import CrossEncoderScorer
 from ragserve.reranking.factory import fallback_scorer, load_scorer
-from ragserve.reranking.lexical import LexicalFusionScorer, RetrievalOrderScorer
+from ragserve.reranking.lexical import BestPartScorer, LexicalFusionScorer, RetrievalOrderScorer
 
 __all__ = [
     "Reranker",
     "Scorer",
     "CrossEncoderScorer",
+    "BestPartScorer",
     "LexicalFusionScorer",
     "RetrievalOrderScorer",
     "load_scorer",

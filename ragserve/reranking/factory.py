@@ -7,7 +7,7 @@ import logging
 from ragserve.config import RerankerConfig
 from ragserve.reranking.base import Scorer
 from ragserve.reranking.cross_encoder import CrossEncoderScorer
-from ragserve.reranking.lexical import LexicalFusionScorer, RetrievalOrderScorer
+from ragserve.reranking.lexical import BestPartScorer, LexicalFusionScorer, RetrievalOrderScorer
 
 __all__ = ["load_scorer", "fallback_scorer"]
 
@@ -17,6 +17,8 @@ log = logging.getLogger("ragserve.reranker")
 def fallback_scorer(config: RerankerConfig) -> Scorer:
     if config.fallback == "lexical_fusion":
         return LexicalFusionScorer(config.fusion_weight)
+    if config.fallback == "best_part":
+        return BestPartScorer(config.best_part_weight)
     return RetrievalOrderScorer()
 
 

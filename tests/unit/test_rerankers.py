@@ -10,6 +10,7 @@ import pytest
 from ragserve.config import RerankerConfig
 from ragserve.models import resolve_model
 from ragserve.reranking import (
+    BestPartScorer,
     CrossEncoderScorer,
     LexicalFusionScorer,
     RetrievalOrderScorer,
@@ -132,9 +133,81 @@ def test_lexical_fusion_weight_one_keeps_retriever_order():
     assert [c.score for c in retrieval] == [0.9, 0.7, 0.5]
 
 
+# A ~1,000-token chunk about the topic throughout, and one that says the asked thing once.
+_ABOUT_CACHING = "\n\n".join(
+    f"The cache keeps embeddings and query results; entry {i} of the cache is described here, "
+    "with how the cache tiers share one Redis server." for i in range(12))
+_SAYS_IT = ("# Sessions\n\nA conversation is kept for 30 minutes after its last turn, in "
+            "memory.\n\nThe playground page is static and needs no build step.")
+
+
+def test_best_part_lifts_the_chunk_whose_one_sentence_answers():
+    """Retrieval ranks the chunk about the topic first; the chunk with one sentence holding
+    the question's words comes first after the fusion."""
+    passages = chunks([_ABOUT_CACHING, _SAYS_IT, "A conversation starts with its first question."],
+                      scores=[0.9, 0.8, 0.7])
+    scorer = BestPartScorer(weight=1.0)  # the two orders alike: a swap of neighbours shows
+    out = order_by_scores(passages, scorer.score(
+        "How many minutes is a conversation kept?", passages), 3)
+    assert [c.chunk_id for c in out] == ["c1", "c0", "c2"]
+    # among 20 candidates, at the default weight: from sixth by retrieval into the five an
+    # answer is made from
+    scorer = BestPartScorer()
+    many = chunks([f"Unrelated passage number {i} about replicas." for i in range(5)]
+                  + [_SAYS_IT]
+                  + [f"Another unrelated passage, {i}, about batches." for i in range(14)],
+                  scores=[1.0 - i / 20 for i in range(20)])
+    out = order_by_scores(many, scorer.score("How long is a conversation kept?", many), 5)
+    assert "c5" in [c.chunk_id for c in out]
+
+
+def test_best_part_keeps_the_retriever_order_when_no_part_shares_a_word():
+    passages = chunks(["alpha beta", "gamma delta", "epsilon"], scores=[0.2, 0.9, 0.5])
+    scores = BestPartScorer().score("zeta eta theta", passages)
+    assert [c.chunk_id for c in order_by_scores(passages, scores, 3)] == ["c1", "c2", "c0"]
+
+
+def test_best_part_fuses_the_two_orders_by_reciprocal_rank():
+    # retrieval: c0, c1, c2; best part: c2 (2 rare words), c1 (1), c0 (none)
+    passages = chunks(["nothing here", "one sentence has walrus", "walrus and narwhal here"],
+                      scores=[0.9, 0.5, 0.1])
+    scorer = BestPartScorer(weight=1.0, k=60)
+    scores = scorer.score("walrus narwhal", passages)
+    assert scores == pytest.approx([1 / 61 + 1 / 63, 1 / 62 + 1 / 62, 1 / 63 + 1 / 61])
+    # c0 and c2 tie (first in one order, last in the other), a hair above c1 (second in
+    # both); between c0 and c2 the retriever's order decides
+    assert [c.chunk_id for c in order_by_scores(passages, scores, 3)] == ["c0", "c2", "c1"]
+    half = BestPartScorer(weight=0.5).score("walrus narwhal", passages)
+    assert half == pytest.approx([1 / 61 + 0.5 / 63, 1 / 62 + 0.5 / 62, 1 / 63 + 0.5 / 61])
+
+
+def test_best_part_remembers_texts_not_ids():
+    """``/v1/rerank`` numbers any texts 0, 1, …: a cached reading is found by the text, so the
+    same id with another text is read afresh."""
+    scorer = BestPartScorer(weight=1.0, cache_size=2)
+    first = chunks(["walrus here", "nothing"], scores=[0.1, 0.9])
+    second = chunks(["nothing", "walrus here"], scores=[0.1, 0.9])  # same ids, texts swapped
+    a = order_by_scores(first, scorer.score("walrus", first), 2)
+    b = order_by_scores(second, scorer.score("walrus", second), 2)
+    assert [c.text for c in a] == [c.text for c in b] == ["walrus here", "nothing"]
+    scorer.score("other", chunks(["x", "y", "z"]))
+    assert len(scorer._cache) == 2  # bounded
+
+
+def test_best_part_is_the_configured_fallback():
+    scorer, reason = load_scorer(RerankerConfig(model=None, fallback="best_part",
+                                                best_part_weight=0.25))
+    assert isinstance(scorer, BestPartScorer) and scorer.weight == 0.25
+    assert reason == "no cross-encoder configured"
+    with pytest.raises(ValueError):
+        BestPartScorer(k=0)
+    with pytest.raises(ValueError):
+        BestPartScorer(weight=-1)
+
+
 def test_score_many_matches_score_for_fallbacks():
     groups = [("alpha", chunks(["alpha beta", "gamma"], [0.2, 0.4])), ("q", [])]
-    for scorer in (LexicalFusionScorer(0.5), RetrievalOrderScorer()):
+    for scorer in (BestPartScorer(), LexicalFusionScorer(0.5), RetrievalOrderScorer()):
         assert scorer.score_many(groups) == [scorer.score(q, p) for q, p in groups]
 
 
