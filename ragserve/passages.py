@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Sequence
 
 from ragserve.lexical import stem, tokenize
 
 __all__ = ["Unit", "UnitKind", "passage_units", "prose_sentences", "content_terms",
-           "lexical_scores", "unit_scores"]
+           "read_units", "lexical_scores", "unit_scores"]
 
 UnitKind = Literal["prose", "table", "code", "heading"]
 
@@ -138,6 +139,15 @@ def passage_units(text: str, *, join_wrapped: bool = False) -> list[Unit]:
     return out
 
 
+@lru_cache(maxsize=4096)
+def read_units(text: str) -> tuple[tuple[Unit, ...], tuple[frozenset[str], ...]]:
+    """``text``'s line units and each one's ``content_terms``, read once per text: the same
+    chunks come back for many questions, to the reranker's ``best_part`` scorer and to the
+    generator's evidence alike. The last 4,096 texts are kept (thread-safe; immutable)."""
+    units = tuple(passage_units(text))
+    return units, tuple(frozenset(content_terms(u.text)) for u in units)
+
+
 def prose_sentences(text: str) -> list[str]:
     """The whole prose sentences of ``text``, wrapped lines joined (what an answer may quote:
     statements, not layout)."""
@@ -150,7 +160,8 @@ def lexical_scores(query: str, units: Sequence[Sequence[str]]) -> list[list[floa
     return unit_scores(content_terms(query), [[content_terms(u) for u in us] for us in units])
 
 
-def unit_scores(wanted: set[str], terms: list[list[set[str]]]) -> list[list[float]]:
+def unit_scores(wanted: set[str],
+                terms: Sequence[Sequence[frozenset[str] | set[str]]]) -> list[list[float]]:
     """Per passage, per unit: the IDF-weighted (over these passages) words of ``wanted`` the
     unit's ``terms`` share (``content_terms`` of the question and of each unit)."""
     n_docs = max(1, len(terms))

@@ -55,7 +55,7 @@ from ragserve.generation.evidence import SemanticEvidenceScorer
 from ragserve.generation.grounding import SentenceGate
 from ragserve.generation.prompt import extract_citations
 from ragserve.generation.routing import ComplexityRouter
-from ragserve.passages import passage_units
+from ragserve.passages import read_units
 from ragserve.resilience.breaker import BreakerState, CircuitBreaker
 from ragserve.resilience.retry import backoff_s, describe_failure, is_transient, retry_after_s
 from ragserve.schemas import (
@@ -230,7 +230,7 @@ class FallbackGenerator:
         scorer = self.evidence_scorer
         if scorer is None or not request.passages or request.evidence_scores is not None:
             return request
-        units = [[u.text for u in passage_units(p.text)] for p in request.passages]
+        units = [[u.text for u in read_units(p.text)[0]] for p in request.passages]
         try:
             scores = await asyncio.to_thread(scorer.scores, request.query, units)
         except Exception as exc:  # lexical scores still choose the evidence

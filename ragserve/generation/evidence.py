@@ -28,7 +28,7 @@ import numpy as np
 
 from ragserve.config import EmbedderConfig, EvidenceConfig
 from ragserve.errors import ConfigurationError
-from ragserve.passages import Unit, content_terms, passage_units, unit_scores
+from ragserve.passages import Unit, content_terms, read_units, unit_scores
 
 __all__ = [
     "combined_scores",
@@ -58,11 +58,12 @@ def read_evidence(query: str, texts: Sequence[str],
                   semantic: list[list[float]] | None, lexical_weight: float) -> Evidence:
     """``texts`` (the passages, in order) read unit by unit and scored. ``semantic`` scores
     made for other passages (another count of units) are ignored, never misaligned."""
-    units = [passage_units(t) for t in texts]
+    read = [read_units(t) for t in texts]
+    units = [list(us) for us, _ in read]
     if semantic is not None and [len(x) for x in semantic] != [len(x) for x in units]:
         semantic = None
     wanted = content_terms(query)
-    terms = [[content_terms(u.text) for u in us] for us in units]
+    terms = [ts for _, ts in read]
     lexical = unit_scores(wanted, terms)
     return Evidence(units=units, shared=[[len(wanted & t) for t in ts] for ts in terms],
                     scores=combined_scores(lexical, semantic, lexical_weight),

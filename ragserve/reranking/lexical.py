@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-
 from ragserve.lexical import bm25_scores
-from ragserve.passages import content_terms, passage_units, unit_scores
+from ragserve.passages import content_terms, read_units, unit_scores
 from ragserve.schemas import ScoredChunk
 
 __all__ = ["BestPartScorer", "LexicalFusionScorer", "RetrievalOrderScorer"]
@@ -80,37 +76,19 @@ class BestPartScorer:
     (``order_by_scores`` is stable); a chunk that shares no word takes its best-part rank in
     the retriever's order too.
 
-    A chunk's units and their terms depend on its text only: they are kept for the last
-    ``cache_size`` texts (by a digest of the text: ``/v1/rerank`` numbers arbitrary texts
-    0, 1, …), since the same chunks come back for many questions.
+    A chunk's units and their terms are read once per text (``read_units``), since the same
+    chunks come back for many questions.
     """
 
     name = "best_part"
 
-    def __init__(self, weight: float = 0.5, k: float = 60.0, cache_size: int = 4096) -> None:
+    def __init__(self, weight: float = 0.5, k: float = 60.0) -> None:
         if k <= 0:
             raise ValueError("k must be positive")
         if weight < 0:
             raise ValueError("weight must not be negative")
         self.weight = weight
         self.k = k
-        self._cache: OrderedDict[bytes, list[set[str]]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
-
-    def _terms(self, chunk: ScoredChunk) -> list[set[str]]:
-        key = hashlib.blake2b(chunk.text.encode(), digest_size=16).digest()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        terms = [content_terms(u.text) for u in passage_units(chunk.text)]
-        with self._lock:
-            self._cache[key] = terms
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return terms
 
     def score(self, query: str, passages: list[ScoredChunk]) -> list[float]:
         n = len(passages)
@@ -119,8 +97,8 @@ class BestPartScorer:
         retrieval = _retrieval_scores(passages)
         by_retrieval = sorted(range(n), key=lambda i: -retrieval[i])
         place = {i: r for r, i in enumerate(by_retrieval)}
-        best = [max(row, default=0.0)
-                for row in unit_scores(content_terms(query), [self._terms(p) for p in passages])]
+        terms = [read_units(p.text)[1] for p in passages]
+        best = [max(row, default=0.0) for row in unit_scores(content_terms(query), terms)]
         by_part = sorted(range(n), key=lambda i: (-best[i], place[i]))
         fused = [0.0] * n
         for order, weight in ((by_retrieval, 1.0), (by_part, self.weight)):

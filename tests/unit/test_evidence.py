@@ -285,3 +285,13 @@ def test_a_line_is_matched_to_its_own_sentence_not_an_earlier_one_that_holds_it(
     assert sentences == ["Embeddings are cached for a week.", "Answers are cached for a week."]
     # the third unit's text is inside the first sentence too, but it is a line of the second
     assert sentence_of == {0: 0, 1: 1, 2: 1}
+
+
+def test_read_units_reads_a_text_once_as_passage_units_and_content_terms():
+    from ragserve.passages import content_terms, read_units
+
+    text = "# Cache\n\nEmbeddings are kept for 7 days.\n\n| tier | ttl |\n|---|---|\n| query | 1 h |"
+    units, terms = read_units(text)
+    assert list(units) == passage_units(text)
+    assert [set(t) for t in terms] == [content_terms(u.text) for u in units]
+    assert read_units(text) is read_units(text)  # the same chunk comes back: read once
